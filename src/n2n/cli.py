@@ -1,0 +1,170 @@
+"""The `n2n` command: parse arguments, call the library, print results. Nothing else lives here."""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import N2NError
+
+EXIT_USER_ERROR = 2
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from .data import get_dataset_info, list_datasets
+
+    print(f"{'name':<14} {'channels':>8} {'classes':>7} {'size':>5}  files")
+    for name in list_datasets():
+        info = get_dataset_info(name)
+        print(f"{name:<14} {info.in_channels:>8} {info.num_classes:>7} {info.image_size:>5}  {info.files_hint}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .models import create_model, list_models
+    from .teacher import count_parameters
+
+    print(f"{'name':<10} {'params (3x32x32, 10 classes)':>30}")
+    for name in list_models():
+        params = count_parameters(create_model(name, in_channels=3, num_classes=10))
+        print(f"{name:<10} {params:>30,}")
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> None:
+    from .teacher import train_teacher
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise N2NError(f"{out} already exists: choose another --out or pass --force to overwrite it")
+    result = train_teacher(
+        args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        data_dir=args.data_dir, device=args.device, out=out, limit=args.limit, progress=not args.quiet,
+    )
+    print(f"teacher {args.model} on {args.dataset}: {result.params:,} parameters, "
+          f"val accuracy {result.val_accuracy:.2%}, test accuracy {result.test_accuracy:.2%}")
+    print(f"saved to {out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .teacher import evaluate_checkpoint
+
+    for path in args.model:
+        row = evaluate_checkpoint(path, args.dataset, data_dir=args.data_dir, device=args.device, limit=args.limit)
+        print(f"{row['checkpoint']}: {row['dataset']} test accuracy {row['test_accuracy']:.2%}, "
+              f"{row['params']:,} parameters")
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from .config import SearchConfig, from_dict, load_yaml
+    from .run import compress_checkpoint
+
+    if args.resume:
+        raise N2NError("--resume is not available yet: start a new run with another --out")
+    config = from_dict(SearchConfig, load_yaml(args.config), str(args.config)) if args.config else SearchConfig()
+    overrides = {key: value for key, value in {
+        "stages": tuple(args.stages.split(",")) if args.stages else None,
+        "epochs_per_stage": args.epochs_per_stage, "rollouts": args.rollouts, "algorithm": args.algorithm,
+        "max_params": args.max_params, "max_flops": args.max_flops, "min_accuracy": args.min_accuracy,
+        "init": args.init, "policy_from": args.policy_from, "seed": args.seed,
+    }.items() if value is not None}
+    config = from_dict(SearchConfig, overrides, "options", base=config)
+    result = compress_checkpoint(args.teacher, args.out, config, dataset=args.dataset, data_dir=args.data_dir,
+                                 device=args.device, limit=args.limit, force=args.force, progress=not args.quiet)
+    print_summary(result.summary, args.out)
+
+
+def print_summary(summary: dict, out: str) -> None:
+    rows = [("teacher", summary["teacher"]), ("student", summary["student"])]
+    print(f"{'':8} {'params':>10} {'FLOPs':>12} {'val acc':>8} {'test acc':>9}")
+    for name, row in rows:
+        test = f"{row['test_accuracy']:.2%}" if row.get("test_accuracy") is not None else "-"
+        print(f"{name:8} {row['params']:>10,} {row['flops']:>12,} {row['val_accuracy']:>8.2%} {test:>9}")
+    print(f"compression {summary['compression']:.1f}x; run folder {out}")
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder holding the data set files (searched first)")
+    parser.add_argument("--limit", type=int, help="use only the first N training and test images (quick runs)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --quiet/--verbose are accepted before or after the subcommand
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and results, no progress bars")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    parser = argparse.ArgumentParser(
+        prog="n2n", description="Compress a trained CNN into a small student (N2N learning).", parents=[common]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])  # type: ignore[method-assign]
+
+    sub.add_parser("datasets", help="list the data sets n2n can read").set_defaults(func=cmd_datasets)
+    sub.add_parser("models", help="list the model zoo").set_defaults(func=cmd_models)
+
+    train = sub.add_parser("train-teacher", help="train a zoo model on a data set and save it")
+    train.add_argument("--model", required=True, help="zoo model name (see `n2n models`)")
+    train.add_argument("--dataset", required=True, help="data set name (see `n2n datasets`)")
+    train.add_argument("--out", required=True, help="checkpoint file to write")
+    train.add_argument("--epochs", type=int, help="training epochs (default: the data set's recipe)")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    add_data_options(train)
+    train.set_defaults(func=cmd_train_teacher)
+
+    evaluate = sub.add_parser("evaluate", help="test accuracy and size of checkpoints")
+    evaluate.add_argument("--model", required=True, nargs="+", help="checkpoint file(s)")
+    evaluate.add_argument("--dataset", help="data set (default: the one the checkpoint was trained on)")
+    add_data_options(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+    comp = sub.add_parser("compress", help="search a small student for a teacher checkpoint (N2N)")
+    comp.add_argument("--teacher", required=True, help="teacher checkpoint (from `n2n train-teacher`)")
+    comp.add_argument("--dataset", help="data set (default: the teacher's)")
+    comp.add_argument("--out", required=True, help="run folder to create")
+    comp.add_argument("--stages", help="comma-separated: removal,shrinkage (default both)")
+    comp.add_argument("--epochs-per-stage", type=int, help="policy epochs per stage")
+    comp.add_argument("--rollouts", type=int, help="children sampled per policy epoch (default 5)")
+    comp.add_argument("--algorithm", choices=["reinforce", "actor-critic"])
+    comp.add_argument("--max-params", type=int, help="constraint: at most this many parameters")
+    comp.add_argument("--max-flops", type=int, help="constraint: at most this many multiply-accumulates")
+    comp.add_argument("--min-accuracy", type=float, help="constraint: validation accuracy at least this (0-1)")
+    comp.add_argument("--init", choices=["inherit", "scratch"], help="children keep teacher weights or start fresh")
+    comp.add_argument("--policy-from", help="run folder or policy file to start the policies from (transfer)")
+    comp.add_argument("--seed", type=int)
+    comp.add_argument("--config", help="YAML file of search options (flags override it)")
+    comp.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    comp.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_data_options(comp)
+    comp.set_defaults(func=cmd_compress)
+    return parser
+
+
+def configure_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.quiet = getattr(args, "quiet", False)
+    configure_logging(args.quiet, getattr(args, "verbose", False))
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except N2NError as error:
+        print(f"n2n: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("n2n: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

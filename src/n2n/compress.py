@@ -1,0 +1,122 @@
+"""`n2n.compress`: the whole N2N pipeline from a teacher module and data to a small student."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .arch import count_flops, count_params
+from .config import SearchConfig, from_dict, to_dict
+from .distill.data import DistillData
+from .distill.trainer import distill
+from .errors import ConfigError, N2NError
+from .runtime import resolve_device, seed_everything
+from .search.loop import Search, StageResult
+from .training import accuracy
+
+log = logging.getLogger(__name__)
+
+DataLike = Dataset | tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class CompressionResult:
+    student: nn.Module
+    history: list[Any]  # CandidateRecord and EpochRecord, in the order they happened
+    summary: dict[str, Any]
+    stages: list[StageResult]
+
+    @property
+    def rewrites(self) -> list[dict[str, Any]]:
+        """The rewrites that turn the teacher's architecture into the student's."""
+        return next((s.rewrites for s in reversed(self.stages) if s.best_child is not None), [])
+
+
+def as_tensors(data: DataLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) from a tensor pair or a map-style Dataset of (input, label) items."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
+        inputs, labels = data
+    elif isinstance(data, Dataset):
+        items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+        if not items:
+            raise ConfigError(f"{what} is empty")
+        inputs = torch.stack([torch.as_tensor(x) for x, _ in items])
+        labels = torch.as_tensor([int(y) for _, y in items])
+    else:
+        raise ConfigError(f"{what} must be a torch Dataset or an (inputs, labels) pair of tensors")
+    if len(inputs) != len(labels) or len(labels) == 0:
+        raise ConfigError(f"{what}: {len(inputs)} inputs but {len(labels)} labels")
+    return inputs.float(), labels.long()
+
+
+def compress(
+    teacher: nn.Module,
+    train_data: DataLike,
+    val_data: DataLike,
+    *,
+    test_data: DataLike | None = None,
+    config: SearchConfig | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    on_record: Callable[[Any], None] | None = None,
+    **options: Any,
+) -> CompressionResult:
+    """Search a small student for `teacher` (stage 1 removes layers, stage 2 shrinks them).
+
+    Data are normalised inputs as the teacher expects them. `options` override fields of
+    SearchConfig by name (e.g. epochs_per_stage=10, max_params=50_000).
+    """
+    config = from_dict(SearchConfig, options, "options", base=config or SearchConfig()).validate()
+    seed_everything(config.seed)
+    dev = resolve_device(device)
+    teacher = teacher.to(dev).eval()
+    train_x, train_y = as_tensors(train_data, "train_data")
+    val_x, val_y = as_tensors(val_data, "val_data")
+    data = DistillData(train_x, train_y, val_x, val_y).to(dev).attach_teacher(teacher)
+    example_input = train_x[:1].to(dev)
+
+    started = time.perf_counter()
+    search = Search(teacher, data, example_input, config, on_record=on_record, progress=progress)
+    stages = search.run()
+    final_stage = next((s for s in reversed(stages) if s.best_child is not None), None)
+    if final_stage is None:
+        raise N2NError(no_student_message(config))
+    student = final_stage.best_child
+    log.info("final distillation of the best child (%d parameters)", count_params(student))
+    distill(student, data, config.final, seed=config.seed, teacher=teacher,
+            progress="final distillation" if progress else None)
+    summary = build_summary(teacher, student, data, example_input, search, stages, config,
+                            as_tensors(test_data, "test_data") if test_data is not None else None, dev)
+    summary["search_seconds"] = time.perf_counter() - started
+    return CompressionResult(student.eval(), search.history, summary, stages)
+
+
+def no_student_message(config: SearchConfig) -> str:
+    limits = [f"{name} {value}" for name, value in
+              (("max params", config.max_params), ("max flops", config.max_flops),
+               ("min accuracy", config.min_accuracy)) if value is not None]
+    because = f" meeting {', '.join(limits)}" if limits else ""
+    return (f"no valid child{because} was found in {config.epochs_per_stage} policy epochs per stage: "
+            "loosen the constraints or search longer")
+
+
+def build_summary(teacher: nn.Module, student: nn.Module, data: DistillData, example_input: torch.Tensor,
+                  search: Search, stages: list[StageResult], config: SearchConfig,
+                  test: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device) -> dict[str, Any]:
+    def describe(model: nn.Module, val_accuracy: float) -> dict[str, Any]:
+        test_accuracy = accuracy(model, test[0].to(device), test[1].to(device)) if test else None
+        return {"params": count_params(model), "flops": count_flops(model, example_input),
+                "val_accuracy": val_accuracy, "test_accuracy": test_accuracy}
+
+    teacher_row = describe(teacher, search.teacher_stats.val_accuracy)
+    student_row = describe(student, accuracy(student, data.val_images, data.val_labels))
+    return {
+        "teacher": teacher_row, "student": student_row,
+        "compression": teacher_row["params"] / student_row["params"],
+        "stages": [stage.summary() for stage in stages], "config": to_dict(config),
+    }

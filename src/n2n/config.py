@@ -1,0 +1,113 @@
+"""The configuration of a compression run: dataclasses with their defaults, YAML in and out."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .distill.trainer import DistillConfig
+from .errors import ConfigError
+
+STAGES = ("removal", "shrinkage")
+DEFAULT_RATIOS = (0.25, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass
+class PolicyConfig:
+    hidden_size: int
+    num_layers: int = 2
+    lr: float = 0.003
+
+
+@dataclass
+class SearchConfig:
+    stages: tuple[str, ...] = STAGES
+    epochs_per_stage: int = 20
+    rollouts: int = 5
+    algorithm: str = "reinforce"  # or "actor-critic"
+    init: str = "inherit"  # or "scratch"
+    seed: int = 0
+    baseline_decay: float = 0.9
+    entropy_coef: float = 0.0
+    removal_policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(hidden_size=30, lr=0.003))
+    shrink_policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(hidden_size=50, lr=0.1))
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    min_width: int = 10
+    max_params: int | None = None
+    max_flops: int | None = None
+    min_accuracy: float | None = None
+    annealing_horizon: int = 15
+    proxy: DistillConfig = field(default_factory=DistillConfig)
+    final: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=5, subset=None))
+    policy_from: str | None = None
+
+    def validate(self) -> "SearchConfig":
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown or not self.stages:
+            raise ConfigError(f"unknown stage(s) {unknown or self.stages}: choose from {', '.join(STAGES)}")
+        checks = {
+            "algorithm": (self.algorithm, ("reinforce", "actor-critic")),
+            "init": (self.init, ("inherit", "scratch")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+        for name in ("epochs_per_stage", "rollouts", "min_width"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
+        if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
+            raise ConfigError("--min-accuracy is a fraction between 0 and 1 (e.g. 0.9)")
+        if any(not 0 < r <= 1 for r in self.ratios):
+            raise ConfigError("shrink ratios must lie in (0, 1]")
+        return self
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain dict (tuples as lists) fit for YAML and JSON."""
+    return _plain(asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "config", base: Any = None) -> Any:
+    """Dataclass `cls` from a nested dict over `base` (default: cls()), refusing unknown keys by name."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of option names to values")
+    base = cls() if base is None else base
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown option(s) in {where}: {', '.join(unknown)}")
+    changes = {}
+    for name, value in values.items():
+        current = getattr(base, name)
+        if is_dataclass(current):
+            value = from_dict(type(current), value, f"{where}.{name}", base=current)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        changes[name] = value
+    return replace(base, **changes)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML ({error.__class__.__name__})") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of option names to values")
+    return values
+
+
+def dump_yaml(values: dict[str, Any]) -> str:
+    return yaml.safe_dump(values, sort_keys=False)

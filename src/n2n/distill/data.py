@@ -1,0 +1,45 @@
+"""What distillation trains on: normalised tensors, with the teacher's logits computed once.
+
+Without augmentation every child sees the same images, so the teacher's logits are
+computed once per run and indexed by batch: no teacher forward pass per child.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..training import predict_logits
+
+
+@dataclass
+class DistillData:
+    train_images: torch.Tensor  # float, normalised, N x C x H x W
+    train_labels: torch.Tensor  # int64, N
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    teacher_logits: torch.Tensor | None = None  # logits of the teacher on train_images, filled by attach_teacher
+
+    def attach_teacher(self, teacher: nn.Module, batch_size: int = 1024) -> "DistillData":
+        """Compute the teacher's training-set logits once (eval mode, no augmentation)."""
+        self.teacher_logits = predict_logits(teacher, self.train_images, batch_size)
+        return self
+
+    def subset(self, size: int | None, seed: int) -> "DistillData":
+        """A fixed random training subset (same seed -> same images); validation data is kept whole."""
+        if size is None or size >= len(self.train_labels):
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(self.train_labels), generator=generator)[:size].to(self.train_labels.device)
+        logits = None if self.teacher_logits is None else self.teacher_logits[index]
+        return DistillData(
+            self.train_images[index], self.train_labels[index], self.val_images, self.val_labels, logits
+        )
+
+    def to(self, device: torch.device) -> "DistillData":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return DistillData(
+            move(self.train_images), move(self.train_labels), move(self.val_images), move(self.val_labels),
+            move(self.teacher_logits),
+        )

@@ -1,0 +1,1 @@
+"""Run folders, metrics and reports."""

@@ -1,0 +1,83 @@
+"""The folder a compression run writes: config, metrics, summary, policies, students.
+
+Every file is written whole to a temporary name and renamed, so a crash leaves either
+the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import N2NError
+
+POLICY_FILES = {"removal": "removal.pt", "shrink": "shrink.pt"}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class RunFolder:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def create(cls, root: str | Path, *, force: bool = False) -> "RunFolder":
+        """A new run folder; an existing non-empty one is refused unless `force`."""
+        folder = cls(root)
+        if folder.root.exists() and not folder.root.is_dir():
+            raise N2NError(f"--out {folder.root} is a file, not a run folder")
+        if folder.root.is_dir() and any(folder.root.iterdir()) and not force:
+            raise N2NError(f"{folder.root} already holds a run: pass --resume to continue it, "
+                           "--force to overwrite it, or choose another --out")
+        folder.root.mkdir(parents=True, exist_ok=True)
+        if force:
+            (folder.metrics_path).unlink(missing_ok=True)
+        return folder
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def policies_dir(self) -> Path:
+        return self.root / "policies"
+
+    def write_json(self, name: str, payload: Any) -> Path:
+        path = self.root / name
+        atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+        return path
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.root / name
+        atomic_write_text(path, text)
+        return path
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        # One short line per write, flushed and synced: a crash loses at most the line being written.
+        with open(self.metrics_path, "a") as stream:
+            stream.write(json.dumps(record, default=str) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def policy_path(source: str | Path, kind: str) -> Path | None:
+    """A policy file of `kind` from a run folder (its policies/ subfolder) or a policy file itself."""
+    source = Path(source)
+    if source.is_dir():
+        path = source / "policies" / POLICY_FILES[kind]
+        return path if path.is_file() else None
+    if source.is_file():
+        return source
+    raise N2NError(f"--policy-from {source} is neither a run folder nor a policy file")

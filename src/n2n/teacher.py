@@ -1,0 +1,124 @@
+"""Training a teacher from the zoo, and evaluating any checkpoint on a data set."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import check_fits, load_checkpoint, save_checkpoint
+from .data import DataSplits, TensorLoader, load_dataset, normalise
+from .models import create_model
+from .runtime import resolve_device, seed_everything
+from .training import SGDRecipe, accuracy, cross_entropy_loss, make_sgd, train_epochs
+
+log = logging.getLogger(__name__)
+
+# Chosen so the default conv4 teacher trains in minutes on two CPU cores.
+DEFAULT_RECIPES: dict[str, SGDRecipe] = {
+    "mnist": SGDRecipe(epochs=6),
+    "fashion-mnist": SGDRecipe(epochs=10),
+    "cifar10": SGDRecipe(epochs=60, lr=0.1),
+    "cifar100": SGDRecipe(epochs=80, lr=0.1),
+    "svhn": SGDRecipe(epochs=20, lr=0.05),
+    "caltech256": SGDRecipe(epochs=60, lr=0.05),
+    "imagenet32": SGDRecipe(epochs=30, lr=0.1, batch_size=256),
+}
+
+
+@dataclass
+class TeacherResult:
+    model: nn.Module
+    params: int
+    val_accuracy: float
+    test_accuracy: float
+    path: Path | None
+
+
+def recipe_for(dataset: str, **overrides: Any) -> SGDRecipe:
+    recipe = DEFAULT_RECIPES.get(dataset, SGDRecipe())
+    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def evaluation_tensors(data: DataSplits, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised images and labels of one split, on `device`, ready for `accuracy`."""
+    part = getattr(data, split)
+    return normalise(part.images.to(device), data.info), part.labels.to(device)
+
+
+def train_teacher(
+    model: str,
+    dataset: str,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    device: str | None = None,
+    out: str | Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
+) -> TeacherResult:
+    """Train zoo model `model` on `dataset` with its default recipe; save it to `out` if given."""
+    seed_everything(seed)
+    dev = resolve_device(device)
+    data = load_dataset(dataset, data_dir, seed=seed, limit=limit)
+    info = data.info
+    kwargs = {"in_channels": info.in_channels, "num_classes": info.num_classes, **(model_kwargs or {})}
+    net = create_model(model, **kwargs).to(dev)
+    recipe = recipe_for(dataset, epochs=epochs, batch_size=batch_size, lr=lr)
+    loader = TensorLoader(
+        data.train, info, recipe.batch_size, shuffle=True, augment=recipe.augment, device=dev, seed=seed, drop_last=True
+    )
+    optimizer, scheduler = make_sgd(net, recipe, recipe.epochs * len(loader))
+    log.info("training %s on %s: %s", model, dataset, recipe)
+    train_epochs(
+        net, loader, epochs=recipe.epochs, loss_fn=cross_entropy_loss, optimizer=optimizer, scheduler=scheduler,
+        progress=f"teacher {model}" if progress else None,
+    )
+    val_acc = accuracy(net, *evaluation_tensors(data, "val", dev))
+    test_acc = accuracy(net, *evaluation_tensors(data, "test", dev))
+    result = TeacherResult(net.cpu().eval(), count_parameters(net), val_acc, test_acc, Path(out) if out else None)
+    if out:
+        meta = dataset_meta(data) | {
+            "params": result.params, "val_accuracy": val_acc, "test_accuracy": test_acc,
+            "seed": seed, "recipe": asdict(recipe), "n2n_version": __version__, "torch_version": torch.__version__,
+        }
+        save_checkpoint(out, result.model, arch={"name": model, "kwargs": kwargs, "rewrites": []}, meta=meta)
+    return result
+
+
+def dataset_meta(data: DataSplits) -> dict[str, Any]:
+    """What a checkpoint must know about the data it was trained on."""
+    info = data.info
+    return {
+        "dataset": info.name, "in_channels": info.in_channels, "num_classes": info.num_classes,
+        "image_size": int(data.train.images.shape[-1]), "mean": list(info.mean), "std": list(info.std),
+    }
+
+
+def evaluate_checkpoint(
+    path: str | Path, dataset: str | None = None, *, data_dir: str | Path | None = None, device: str | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Test accuracy and size of a checkpoint; `dataset` defaults to the one it was trained on."""
+    ckpt = load_checkpoint(path)
+    name = dataset or ckpt.meta.get("dataset")
+    data = load_dataset(name, data_dir, limit=limit)
+    check_fits(ckpt.meta, data.info, path)
+    dev = resolve_device(device)
+    model = ckpt.model.to(dev)
+    return {
+        "checkpoint": str(path), "dataset": name, "params": count_parameters(model),
+        "test_accuracy": accuracy(model, *evaluation_tensors(data, "test", dev)),
+    }
