@@ -34,7 +34,7 @@ def git_revision() -> str | None:
 
 
 def provenance() -> dict[str, Any]:
-    return {"n2n": __version__, "torch": torch.__version__, "python": platform.python_version(),
+    return {"n2n": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
             "git_revision": git_revision(), "machine": platform.machine()}
 
 

@@ -92,7 +92,7 @@ def train_teacher(
     if out:
         meta = dataset_meta(data) | {
             "params": result.params, "val_accuracy": val_acc, "test_accuracy": test_acc,
-            "seed": seed, "recipe": asdict(recipe), "n2n_version": __version__, "torch_version": torch.__version__,
+            "seed": seed, "recipe": asdict(recipe), "n2n_version": __version__, "torch_version": str(torch.__version__),
         }
         save_checkpoint(out, result.model, arch={"name": model, "kwargs": kwargs, "rewrites": []}, meta=meta)
     return result
