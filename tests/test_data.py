@@ -713,3 +713,14 @@ def test_real_fashion_mnist(fashion_mnist_root):
     pixels = data.train.images.float() / 255
     assert abs(pixels.mean().item() - data.info.mean[0]) < 0.01
     assert abs(pixels.std().item() - data.info.std[0]) < 0.01
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_loader_on_gpu_gives_the_cpu_batches():
+    info = dataclasses.replace(TOY, crop_padding=2, hflip=True)
+    options = dict(batch_size=16, shuffle=True, augment=True, seed=9)
+    on_cpu = run_epochs(TensorLoader(toy_split(40), info, **options), 2)
+    on_gpu = run_epochs(TensorLoader(toy_split(40), info, device="cuda", **options), 2)
+    assert all(b.device.type == "cuda" for b in on_gpu)
+    for a, b in zip(on_cpu, on_gpu):
+        torch.testing.assert_close(a, b.cpu())

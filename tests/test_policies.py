@@ -257,7 +257,7 @@ def test_reinforce_teaches_removal_policy_to_remove():
     states = torch.randn(6, 4)
     mask = torch.tensor([False, True, True, False, True, True])
     batch = states.expand(5, -1, -1)  # five rollouts of the same network, sampled at once
-    for _ in range(150):
+    for _ in range(100):
         outputs = policy.act(batch, mask)
         rewards = outputs.actions[:, mask].float().mean(dim=1).tolist()  # fraction removed
         trainer.update(outputs, rewards)
@@ -274,7 +274,7 @@ def test_policy_gradient_teaches_shrink_policy_the_rewarded_ratio(algorithm):
     trainer = PolicyTrainer(policy, lr=0.02, algorithm=algorithm)
     states = torch.randn(5, 5, 4)
     states_list = list(states)
-    for _ in range(150):
+    for _ in range(100):
         with torch.no_grad():
             actions = list(policy.act(states).actions)
         rewards = [a.eq(target).float().mean().item() for a in actions]

@@ -74,6 +74,9 @@ def test_bad_denominators_raise():
 )
 def test_annealing_epsilon(epoch, expected):
     assert annealing_epsilon(epoch) == pytest.approx(expected)
+
+
+def test_annealing_epsilon_decimal_value():
     assert annealing_epsilon(5) == pytest.approx(0.19753086, abs=1e-8)
 
 
@@ -262,6 +265,10 @@ def test_trainer_rejects_bad_setup():
     outputs = [trainer.policy.act(torch.randn(4, 3)) for _ in range(2)]
     with pytest.raises(ValueError, match="3 rewards for 2 rollouts"):
         trainer.update(outputs, [1.0, 2.0, 3.0])
+    with torch.no_grad():
+        detached = [trainer.policy.act(torch.randn(4, 3)) for _ in range(2)]
+    with pytest.raises(ValueError, match="update_from"):
+        trainer.update(detached, [1.0, 2.0])
 
 
 def test_actor_critic_update_reports_value():

@@ -46,6 +46,10 @@ class DownloadSpec:
     files: tuple[RemoteFile, ...]
 
 
+class _NetworkError(Exception):
+    """The address could not be read: worth trying the next mirror."""
+
+
 def fetch(spec: DownloadSpec, destination: Path, *, base_url: str | None = None) -> None:
     """Download (and unpack) every file of ``spec`` into ``destination``.
 
@@ -76,10 +80,6 @@ def _download_from_any(bases: tuple[str, ...], remote: RemoteFile, target: Path)
             logger.warning("Download of %s failed: %s", url, error)
             failures.append(f"{url} ({error})")
     raise DataError(f"Could not download {remote.name}: tried {'; '.join(failures)}.")
-
-
-class _NetworkError(Exception):
-    pass
 
 
 def download_file(url: str, target: Path, *, md5: str | None = None, sha256: str | None = None) -> Path:

@@ -27,9 +27,15 @@ def normalise(images: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 
 def standardise(batch: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     """(x - mean) / std per channel, for a float batch already on the [0, 1] scale."""
-    mean = torch.tensor(info.mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
+    mean, std = channel_stats(info, batch.device, batch.dtype)
     return (batch - mean) / std
+
+
+def channel_stats(info: DatasetInfo, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The data set's mean and std as 1 x C x 1 x 1 tensors, ready to broadcast over a batch."""
+    mean = torch.tensor(info.mean, dtype=dtype, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, dtype=dtype, device=device).view(1, -1, 1, 1)
+    return mean, std
 
 
 def random_crop(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -95,6 +101,7 @@ class TensorLoader:
         self.with_indices = with_indices
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
+        self._mean, self._std = channel_stats(info, self.device, torch.float32)
         self.epoch = 0
 
     @property
@@ -113,12 +120,13 @@ class TensorLoader:
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
         self.epoch += 1
         order = torch.randperm(self.num_samples, generator=generator) if self.shuffle else torch.arange(self.num_samples)
+        order = order.to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            indices = order[start : start + self.batch_size].to(self.device)
+            indices = order[start : start + self.batch_size]
             batch = self.images[indices].float().div_(255)
             if self.augment:
                 batch = augment(batch, self.info, generator)
-            outputs = (standardise(batch, self.info), self.labels[indices])
+            outputs = ((batch - self._mean) / self._std, self.labels[indices])
             yield (*outputs, indices) if self.with_indices else outputs
 
 

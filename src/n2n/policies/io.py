@@ -21,7 +21,7 @@ POLICY_KINDS: dict[str, type[nn.Module]] = {RemovalPolicy.kind: RemovalPolicy, S
 
 def save_policy(path: str | os.PathLike[str], policy: Policy) -> None:
     """Write everything needed to rebuild ``policy``: its kind, constructor config and weights."""
-    if policy.kind not in POLICY_KINDS:
+    if getattr(policy, "kind", None) not in POLICY_KINDS:
         raise TypeError(f"save_policy takes a RemovalPolicy or ShrinkPolicy, got {type(policy).__name__}.")
     payload = {"kind": policy.kind, "config": policy.config(), "state_dict": policy.state_dict()}
     torch.save(payload, path)

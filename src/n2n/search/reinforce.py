@@ -115,6 +115,11 @@ class PolicyTrainer:
     def update(self, outputs: PolicyOutput | Sequence[PolicyOutput], rewards: Sequence[float]) -> dict[str, float]:
         """One gradient step from rollouts sampled (with grad enabled) by the current policy."""
         log_probs, entropies, values = _collect(outputs)
+        if not log_probs.requires_grad:
+            raise ValueError(
+                "the policy outputs carry no gradient (sampled under torch.no_grad?); "
+                "use update_from(states, masks, actions, rewards) to re-score them."
+            )
         reward_values = _reward_tensor(rewards)
         if reward_values.numel() != log_probs.numel():
             raise ValueError(f"got {reward_values.numel()} rewards for {log_probs.numel()} rollouts.")

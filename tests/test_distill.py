@@ -1,0 +1,99 @@
+"""Distillation: losses by hand, training moves the student toward the teacher, divergence is reported."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from n2n.distill.data import DistillData
+from n2n.distill.losses import hinton_kd_loss, l2_logit_loss, make_distill_loss
+from n2n.distill.trainer import DistillConfig, distill, flip_and_shift
+from n2n.errors import ConfigError
+from n2n.training import NonFiniteLossError
+
+
+def test_l2_loss_by_hand():
+    student = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    teacher = torch.tensor([[0.0, 2.0], [2.0, 0.0]])
+    assert l2_logit_loss(student, teacher).item() == pytest.approx((1 + 0 + 4 + 0) / 4)
+
+
+def test_kd_loss_is_cross_entropy_when_alpha_is_zero_and_zero_kl_when_equal():
+    logits = torch.tensor([[2.0, 0.5, -1.0]])
+    labels = torch.tensor([0])
+    ce = nn.functional.cross_entropy(logits, labels).item()
+    assert hinton_kd_loss(logits, logits * 3, labels, alpha=0.0).item() == pytest.approx(ce)
+    assert hinton_kd_loss(logits, logits, labels, alpha=1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unknown_loss_name():
+    with pytest.raises(ConfigError, match="'l3'"):
+        make_distill_loss("l3")
+
+
+def toy_problem(n: int = 256, seed: int = 0) -> tuple[nn.Module, DistillData]:
+    torch.manual_seed(seed)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    images = torch.randn(n, 1, 4, 4)
+    labels = teacher(images).argmax(1).detach()
+    data = DistillData(images, labels, images[:64], labels[:64]).attach_teacher(teacher)
+    return teacher, data
+
+
+def test_distillation_brings_the_student_to_the_teacher():
+    teacher, data = toy_problem()
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    before = l2_logit_loss(student(data.train_images), data.teacher_logits).item()
+    outcome = distill(student, data, DistillConfig(epochs=20, subset=None, batch_size=32, lr=0.02, weight_decay=0.0))
+    after = l2_logit_loss(student(data.train_images), data.teacher_logits).item()
+    assert after < 0.1 * before
+    assert outcome.val_accuracy > 0.9 and outcome.seconds > 0
+
+
+def test_distillation_is_reproducible_for_a_seed():
+    results = []
+    for _ in range(2):
+        teacher, data = toy_problem()
+        torch.manual_seed(123)
+        student = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+        distill(student, data, DistillConfig(epochs=2, subset=100, batch_size=16), seed=7)
+        results.append(student[1].weight.detach().clone())
+    assert torch.equal(results[0], results[1])
+
+
+def test_subset_is_fixed_by_seed_and_keeps_teacher_logits_aligned():
+    _, data = toy_problem()
+    a, b = data.subset(50, seed=3), data.subset(50, seed=3)
+    assert torch.equal(a.train_images, b.train_images) and len(a.train_labels) == 50
+    row = (data.train_images == a.train_images[0]).flatten(1).all(1).nonzero()[0, 0]
+    assert torch.equal(a.teacher_logits[0], data.teacher_logits[row])
+
+
+def test_diverging_student_raises():
+    _, data = toy_problem()
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    with torch.no_grad():
+        student[1].weight.fill_(math.nan)
+    with pytest.raises(NonFiniteLossError):
+        distill(student, data, DistillConfig(epochs=1, subset=None))
+
+
+def test_augmented_distillation_asks_the_teacher_per_batch():
+    teacher, data = toy_problem()
+    calls = []
+    teacher.register_forward_hook(lambda *args: calls.append(1))
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    distill(student, data, DistillConfig(epochs=1, subset=None, batch_size=64, augment=True), teacher=teacher)
+    assert len(calls) == 256 // 64
+    with pytest.raises(ValueError, match="teacher"):
+        distill(student, data, DistillConfig(augment=True))
+
+
+def test_flip_and_shift_keeps_shape_and_pixels():
+    images = torch.arange(2 * 1 * 6 * 6, dtype=torch.float).reshape(2, 1, 6, 6)
+    out = flip_and_shift(images, torch.Generator().manual_seed(0), max_shift=0)
+    assert out.shape == images.shape
+    for original, augmented in zip(images, out):
+        assert torch.equal(augmented, original) or torch.equal(augmented, original.flip(-1))
