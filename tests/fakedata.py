@@ -41,7 +41,9 @@ def write_idx(path: Path, array: np.ndarray, *, gz: bool = False) -> Path:
     return path
 
 
-def write_mnist(root: Path, *, n_train: int = 40, n_test: int = 10, gz: bool = False, size: int = 28, seed: int = 0) -> tuple[Arrays, Arrays]:
+def write_mnist(
+    root: Path, *, n_train: int = 40, n_test: int = 10, gz: bool = False, size: int = 28, seed: int = 0
+) -> tuple[Arrays, Arrays]:
     """The four MNIST / Fashion-MNIST IDX files in ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     train = (random_images(n_train, 1, size, seed), random_labels(n_train, 10, seed))
@@ -52,9 +54,9 @@ def write_mnist(root: Path, *, n_train: int = 40, n_test: int = 10, gz: bool = F
     return train, test
 
 
-def cifar_batch_bytes(images: np.ndarray, labels: np.ndarray, label_key: bytes = b"labels", protocol: int = 2) -> bytes:
-    """A CIFAR python batch as the official (Python 2) files hold it: bytes keys, N x 3072 rows."""
-    content = {b"batch_label": b"fake", label_key: [int(v) for v in labels], b"data": images.reshape(len(images), -1)}
+def cifar_batch_bytes(images: np.ndarray, labels: np.ndarray, protocol: int = 2) -> bytes:
+    """A CIFAR-10 python batch as the official (Python 2) files hold it: bytes keys, N x 3072 rows."""
+    content = {b"batch_label": b"fake", b"labels": [int(v) for v in labels], b"data": images.reshape(len(images), -1)}
     return pickle.dumps(content, protocol=protocol)
 
 
@@ -127,7 +129,9 @@ def write_caltech256(root: Path, counts: tuple[int, ...] = (5, 3, 1), *, with_cl
     return names
 
 
-def write_imagenet32(root: Path, *, n_batches: int = 2, per_batch: int = 5, n_val: int = 4, npz: bool = False, seed: int = 0) -> tuple[Arrays, Arrays]:
+def write_imagenet32(
+    root: Path, *, n_batches: int = 2, per_batch: int = 5, n_val: int = 4, npz: bool = False, seed: int = 0
+) -> tuple[Arrays, Arrays]:
     """train_data_batch_1..n and val_data with 1-based labels; returns 0-based labels."""
     root.mkdir(parents=True, exist_ok=True)
     train_images, train_labels = [], []

@@ -52,10 +52,6 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, str]]:
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, md5(p)) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def as_numpy(split: Split) -> tuple[np.ndarray, np.ndarray]:
-    return split.images.numpy(), split.labels.numpy()
-
-
 def assert_split_equals(split: Split, images: np.ndarray, labels: np.ndarray) -> None:
     assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64
     np.testing.assert_array_equal(split.images.numpy(), images)
@@ -163,6 +159,13 @@ def test_cifar10_reads_numpy1_style_pickles(tmp_path):
     assert len(load_dataset("cifar10", tmp_path, download=False).test) == 8
 
 
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_cifar_batches_of_every_pickle_protocol(tmp_path, protocol):
+    _, (test_x, test_y) = fakedata.write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(fakedata.cifar_batch_bytes(test_x, test_y, protocol))
+    assert_split_equals(load_dataset("cifar10", tmp_path, val_fraction=0, download=False).test, test_x, test_y)
+
+
 def test_cifar100_uses_fine_labels(tmp_path):
     (train_x, train_y), (test_x, test_y) = fakedata.write_cifar100(tmp_path)
     data = load_dataset("cifar100", tmp_path, val_fraction=0, download=False)
@@ -193,6 +196,14 @@ def test_caltech256_tree(tmp_path):
             expected = torch.tensor(fakedata.CALTECH_COLOURS[int(label)], dtype=torch.float)
             grey = torch.tensor([77.0, 77.0, 77.0])
             assert (pixels - expected).abs().max() < 6 or (pixels - grey).abs().max() < 6
+
+
+def test_caltech256_ignores_hidden_files(tmp_path):
+    names = fakedata.write_caltech256(tmp_path, counts=(2, 2), with_clutter=False)
+    (tmp_path / "256_ObjectCategories" / names[0] / "._001_0001.jpg").write_bytes(b"metadata, not a jpeg")
+    (tmp_path / "256_ObjectCategories" / ".hidden").mkdir()
+    data = load_dataset("caltech256", tmp_path, val_fraction=0, download=False)
+    assert len(data.train) + len(data.test) == 5 and int(data.train.labels.max()) <= 1
 
 
 def test_caltech256_split_is_fixed(tmp_path):
@@ -241,6 +252,14 @@ def test_data_dir_comes_before_system_folder_and_cache(tmp_path):
     (train_x, _), _ = fakedata.write_mnist(tmp_path / "mine", seed=3)
     data = load_dataset("mnist", tmp_path / "mine", val_fraction=0, download=False)
     np.testing.assert_array_equal(data.train.images.numpy(), train_x)
+
+
+def test_subfolder_named_after_data_set_wins_over_direct_files(tmp_path):
+    """MNIST and Fashion-MNIST share file names: data_dir/fashion-mnist/ must beat MNIST files in data_dir."""
+    fakedata.write_mnist(tmp_path, seed=1)
+    (fashion_x, _), _ = fakedata.write_mnist(tmp_path / "fashion-mnist", seed=2)
+    data = load_dataset("fashion-mnist", tmp_path, val_fraction=0, download=False)
+    np.testing.assert_array_equal(data.train.images.numpy(), fashion_x)
 
 
 def test_cache_folder_from_environment(tmp_path, monkeypatch):
@@ -463,7 +482,10 @@ def test_validation_split_depends_only_on_seed():
     assert sample_ids(first) != sample_ids(other)
 
 
-@pytest.mark.parametrize("total, fraction, expected", [(10, 0.1, 1), (5, 0.1, 1), (1, 0.5, 0), (10, 0.0, 0), (3, 0.99, 2), (60000, 0.1, 6000)])
+@pytest.mark.parametrize(
+    "total, fraction, expected",
+    [(10, 0.1, 1), (5, 0.1, 1), (1, 0.5, 0), (10, 0.0, 0), (3, 0.99, 2), (60000, 0.1, 6000)],
+)
 def test_validation_size(total, fraction, expected):
     assert validation_size(total, fraction) == expected
 
@@ -525,7 +547,8 @@ def test_shuffle_visits_each_sample_once_per_epoch_in_new_order():
     second = torch.cat([labels for _, labels in loader])
     expected = (torch.arange(50) % 10).sort().values
     assert torch.equal(first.sort().values, expected) and torch.equal(second.sort().values, expected)
-    order_first = torch.cat([b[2] for b in TensorLoader(toy_split(50), TOY, 8, shuffle=True, seed=4, with_indices=True)])
+    with_indices = TensorLoader(toy_split(50), TOY, 8, shuffle=True, seed=4, with_indices=True)
+    order_first = torch.cat([indices for _, _, indices in with_indices])
     assert not torch.equal(order_first, torch.arange(50))
 
 
@@ -592,6 +615,17 @@ def test_crop_of_constant_image_stays_constant_inside():
     assert bool((is_value | is_black).all()) and is_black.any()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_loader_on_gpu_gives_the_cpu_batches():
+    info = dataclasses.replace(TOY, crop_padding=2, hflip=True)
+    options = dict(batch_size=16, shuffle=True, augment=True, seed=9)
+    on_cpu = run_epochs(TensorLoader(toy_split(40), info, **options), 2)
+    on_gpu = run_epochs(TensorLoader(toy_split(40), info, device="cuda", **options), 2)
+    assert all(b.device.type == "cuda" for b in on_gpu)
+    for a, b in zip(on_cpu, on_gpu):
+        torch.testing.assert_close(a, b.cpu())
+
+
 def test_loader_rejects_bad_input():
     with pytest.raises(ConfigError, match="batch_size"):
         TensorLoader(toy_split(), TOY, batch_size=0)
@@ -647,6 +681,22 @@ def test_unreachable_download(tmp_path):
     assert list((tmp_path / "cache").iterdir()) == []
 
 
+def test_stale_partial_downloads_are_cleaned(tmp_path):
+    served = served_mnist(tmp_path)
+    name = "t10k-labels-idx1-ubyte.gz"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f".{name}.abc123.part").write_bytes(b"half a file")
+    fetch(DownloadSpec((file_url(served),), (RemoteFile(name, md5=md5(served / name)),)), cache)
+    assert [p.name for p in cache.iterdir()] == [name]
+
+
+def test_failed_download_says_where_files_go(tmp_path, monkeypatch):
+    monkeypatch.setenv(locate.MIRROR_VARIABLE, file_url(tmp_path / "empty"))
+    with pytest.raises(DataError, match="Could not download.*svhn/ sub-folder"):
+        load_dataset("svhn")
+
+
 def test_official_checksums_reject_a_fake_mirror(tmp_path, monkeypatch):
     """The real MNIST spec with a mirror: fake files fail verification and are not kept."""
     monkeypatch.setenv(locate.MIRROR_VARIABLE, file_url(served_mnist(tmp_path)))
@@ -678,7 +728,8 @@ def test_download_extracts_cifar_tarball(tmp_path, monkeypatch):
     (train_x, _), _ = fakedata.write_cifar10(tmp_path / "build")
     served = tmp_path / "served"
     served.mkdir()
-    archive = make_tarball(served / "cifar-10-python.tar.gz", tmp_path / "build" / "cifar-10-batches-py", "cifar-10-batches-py")
+    folder = tmp_path / "build" / "cifar-10-batches-py"
+    archive = make_tarball(served / "cifar-10-python.tar.gz", folder, "cifar-10-batches-py")
     spec = DownloadSpec((file_url(served),), (RemoteFile(archive.name, md5=md5(archive), extract=True),))
     monkeypatch.setitem(registry._SOURCES, "cifar10", dataclasses.replace(registry._SOURCES["cifar10"], download=spec))
     data = load_dataset("cifar10", val_fraction=0)
@@ -714,13 +765,3 @@ def test_real_fashion_mnist(fashion_mnist_root):
     assert abs(pixels.mean().item() - data.info.mean[0]) < 0.01
     assert abs(pixels.std().item() - data.info.std[0]) < 0.01
 
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_loader_on_gpu_gives_the_cpu_batches():
-    info = dataclasses.replace(TOY, crop_padding=2, hflip=True)
-    options = dict(batch_size=16, shuffle=True, augment=True, seed=9)
-    on_cpu = run_epochs(TensorLoader(toy_split(40), info, **options), 2)
-    on_gpu = run_epochs(TensorLoader(toy_split(40), info, device="cuda", **options), 2)
-    assert all(b.device.type == "cuda" for b in on_gpu)
-    for a, b in zip(on_cpu, on_gpu):
-        torch.testing.assert_close(a, b.cpu())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from n2n.distill.data import DistillData
 from n2n.distill.losses import hinton_kd_loss, l2_logit_loss, make_distill_loss
-from n2n.distill.trainer import DistillConfig, distill, flip_and_shift
+from n2n.distill.trainer import DistillConfig, augment, distill
 from n2n.errors import ConfigError
 from n2n.training import NonFiniteLossError
 
@@ -91,9 +92,12 @@ def test_augmented_distillation_asks_the_teacher_per_batch():
         distill(student, data, DistillConfig(augment=True))
 
 
-def test_flip_and_shift_keeps_shape_and_pixels():
+def test_augmentation_flips_and_crops_with_the_data_set_settings():
     images = torch.arange(2 * 1 * 6 * 6, dtype=torch.float).reshape(2, 1, 6, 6)
-    out = flip_and_shift(images, torch.Generator().manual_seed(0), max_shift=0)
+    data = DistillData(images, torch.zeros(2, dtype=torch.long), images, torch.zeros(2, dtype=torch.long), hflip=True)
+    out = augment(images, data, torch.Generator().manual_seed(0))
     assert out.shape == images.shape
     for original, augmented in zip(images, out):
         assert torch.equal(augmented, original) or torch.equal(augmented, original.flip(-1))
+    unflipped = replace(data, hflip=False)
+    assert torch.equal(augment(images, unflipped, torch.Generator().manual_seed(0)), images)

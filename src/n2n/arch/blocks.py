@@ -114,8 +114,16 @@ def _block_at(
 
 
 def _block_name(nodes: set[fx.Node], sum_node: fx.Node, taken_names: set[str]) -> str:
-    """The module path the block's layers share (e.g. "layer2.0"), else the sum's node name."""
+    """A module path for the block (e.g. "layer2.0"), else the sum's node name.
+
+    First choice: the module whose forward wrote the sum, when it holds the
+    block's layers. Otherwise the module path all the block's layers share.
+    """
     targets = sorted(str(node.target) for node in nodes if node.op == "call_module")
+    stack = sum_node.meta.get("nn_module_stack") or {}
+    writer = list(stack.values())[-1][0] if stack else ""
+    if writer and writer not in taken_names and targets and all(target.startswith(writer + ".") for target in targets):
+        return writer
     prefix = _common_path_prefix(targets)
     if not prefix or prefix in targets or prefix in taken_names:
         return sum_node.name

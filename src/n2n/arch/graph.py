@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import operator
 from contextlib import contextmanager
 from typing import Iterator
@@ -40,8 +41,12 @@ def trace(model: nn.Module) -> fx.GraphModule:
     """A GraphModule over ``model``'s own submodules (shared, not copied).
 
     Standard torch.nn layers are leaves; user modules are traced through, so
-    the graph names every conv/linear/norm by its module path.
+    the graph names every conv/linear/norm by its module path. A GraphModule
+    (a child made by layer removal) is its own graph: it is reused with its
+    node metadata rather than traced again.
     """
+    if isinstance(model, fx.GraphModule):
+        return fx.GraphModule(model, copy.deepcopy(model.graph))
     try:
         graph = fx.Tracer().trace(model)
     except Exception as error:  # tracing runs arbitrary user code

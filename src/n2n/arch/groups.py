@@ -97,7 +97,7 @@ def filter_l1(plan: GroupPlan, modules: dict[str, nn.Module]) -> Tensor:
         weight = module.weight.detach()
         if getattr(module, "transposed", False):
             weight = weight.transpose(0, 1)
-        norms = weight.flatten(1).abs().sum(1).to(torch.float64)[list(op.indices)]
+        norms = weight.flatten(1).abs().sum(1).to(device="cpu", dtype=torch.float64)[list(op.indices)]
         scores.index_add_(0, torch.tensor(op.roots), norms)
     return scores
 

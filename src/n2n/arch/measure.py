@@ -25,6 +25,11 @@ def count_flops(model: nn.Module, example_input: Tensor) -> int:
     pooling, sums, and convolutions written as functional calls. The result is
     per example: it does not depend on the batch size of ``example_input``.
     """
+    return forward_with_macs(model, example_input)[1]
+
+
+def forward_with_macs(model: nn.Module, example_input: Tensor) -> tuple[object, int]:
+    """The model's output on ``example_input`` (eval mode, no autograd) and its MACs per example."""
     total = 0
 
     def count(module: nn.Module, inputs: tuple, output: object) -> None:
@@ -38,11 +43,11 @@ def count_flops(model: nn.Module, example_input: Tensor) -> int:
     ]
     try:
         with inference_mode(model):
-            model(example_input)
+            output = model(example_input)
     finally:
         for handle in handles:
             handle.remove()
-    return total
+    return output, total
 
 
 def arch_signature(model: nn.Module, example_input: Tensor) -> str:

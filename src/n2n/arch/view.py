@@ -98,6 +98,14 @@ class _Entry:
 
 @dataclass
 class NetworkView:
+    """What the policies see of a network, and what the rewrites need to change it.
+
+    ``layers`` and ``groups`` are the public description; the other fields
+    (removal plan per entry, channel-group prune plans, a copy of the traced
+    graph, the output shape and a shape fingerprint) serve the rewrites. Build
+    it with :meth:`build`; a view is tied to models with its parent's shapes.
+    """
+
     layers: list[LayerInfo]
     groups: list[ShrinkGroup]
     plans: list[RemovalPlan | None] = field(repr=False)
@@ -128,7 +136,11 @@ class NetworkView:
         layers = [_describe(entry, index, len(entries), modules, fixed) for index, entry in enumerate(entries)]
         plans = [_removal_plan(entry, modules) if info.removable else None for entry, info in zip(entries, layers)]
         layers = [_with_removable(info, plan is not None) for info, plan in zip(layers, plans)]
-        order = {str(entry.node.target): index for index, entry in enumerate(entries) if entry.node is not None and entry.node.op == "call_module"}
+        order = {
+            str(entry.node.target): index
+            for index, entry in enumerate(entries)
+            if entry.node is not None and entry.node.op == "call_module"
+        }
         fixed_modules = {str(node.target) for node in module.graph.nodes if node.name in fixed}
         group_plans = find_channel_groups(model, example_input, fixed_modules, order)
         return cls(

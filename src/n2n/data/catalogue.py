@@ -24,7 +24,10 @@ _IDX_HINT = (
 
 
 def _idx_download(base_urls: tuple[str, ...], md5s: tuple[str, str, str, str]) -> DownloadSpec:
-    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    names = (
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+    )
     return DownloadSpec(base_urls, tuple(RemoteFile(n, md5=m) for n, m in zip(names, md5s)))
 
 

@@ -56,16 +56,26 @@ def fetch(spec: DownloadSpec, destination: Path, *, base_url: str | None = None)
     ``base_url`` replaces the published addresses (a mirror, or a ``file://``
     folder); the file names are appended to it.
     """
-    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"Cannot create the download folder {destination}: {error.strerror or error}.") from error
     bases = (base_url,) if base_url else spec.base_urls
     for remote in spec.files:
         target = destination / remote.name
+        _remove_stale_parts(target)
         if not remote.extract and target.is_file() and _matches(target, remote):
             continue  # fetched by an earlier, interrupted run
         _download_from_any(bases, remote, target)
         if remote.extract:
             extract_tarball(target, destination)
             target.unlink()
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Temporary files a killed download left behind (ours: only ever created by download_file)."""
+    for stale in target.parent.glob(f".{target.name}.*.part"):
+        stale.unlink(missing_ok=True)
 
 
 def _download_from_any(bases: tuple[str, ...], remote: RemoteFile, target: Path) -> None:

@@ -59,7 +59,7 @@ def random_hflip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip[:, None, None, None], batch.flip(3), batch)
 
 
-def augment(batch: torch.Tensor, info: DatasetInfo, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(batch: torch.Tensor, info: DatasetInfo, generator: torch.Generator) -> torch.Tensor:
     """The data set's training augmentation (random crop, then flip) on a [0, 1] float batch."""
     batch = random_crop(batch, info.crop_padding, generator)
     return random_hflip(batch, generator) if info.hflip else batch
@@ -119,13 +119,15 @@ class TensorLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
         self.epoch += 1
-        order = torch.randperm(self.num_samples, generator=generator) if self.shuffle else torch.arange(self.num_samples)
-        order = order.to(self.device)
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=generator).to(self.device)
+        else:
+            order = torch.arange(self.num_samples, device=self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             indices = order[start : start + self.batch_size]
             batch = self.images[indices].float().div_(255)
             if self.augment:
-                batch = augment(batch, self.info, generator)
+                batch = augment_batch(batch, self.info, generator)
             outputs = ((batch - self._mean) / self._std, self.labels[indices])
             yield (*outputs, indices) if self.with_indices else outputs
 

@@ -1,11 +1,13 @@
 """Find the folder that holds a data set's files, downloading them as a last resort.
 
 Search order for data set ``name``:
-  1. ``data_dir`` if given: the files directly inside it, or in ``data_dir/<name>``;
+  1. ``data_dir`` if given: its sub-folder ``data_dir/<name>``, or the files directly inside it;
   2. the system folder ``/usr/share/datasets/<name>``;
   3. the cache ``$N2N_DATA_DIR/<name>`` (default ``~/.cache/n2n/data/<name>``);
   4. if ``download`` is true and the data set is published: download into the cache.
 Otherwise DataError says where we looked and which files go where.
+``$N2N_DATA_MIRROR`` (a base address, ``file://`` works) replaces the published
+download addresses, e.g. for a local mirror.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from n2n.data.download import fetch
+from n2n.data.download import DownloadSpec, fetch
 from n2n.data.structures import DatasetSource
 from n2n.errors import DataError
 
@@ -43,18 +45,22 @@ def find_data_root(name: str, source: DatasetSource, data_dir: str | Path | None
             logger.info("Reading %s from %s", name, root)
             return root
     if download and source.download is not None:
-        return _download_into_cache(name, source)
-    raise DataError(_not_found_message(name, source, looked, download))
+        return _download_into_cache(name, source.download, source)
+    raise DataError(_not_found_message(name, source, looked))
 
 
 def _search_user_folder(name: str, source: DatasetSource, folder: Path, looked: list[Path]) -> Path | None:
     if not folder.is_dir():
         raise DataError(f"The data folder {folder} does not exist (or is not a folder); check data_dir.")
-    for root in (folder, folder / name):
+    # The sub-folder named after the data set is the more specific match: MNIST and
+    # Fashion-MNIST share file names, so a folder holding one must not answer for the other.
+    candidates = (folder / name, folder)
+    for root in candidates:
         looked.append(root)
         if not source.missing_in(root):
             logger.info("Reading %s from %s", name, root)
             return root
+    for root in candidates:
         if source.is_partial(root):
             # The user pointed at this copy: reading another one silently would hide the gap.
             missing = ", ".join(source.missing_in(root))
@@ -62,23 +68,23 @@ def _search_user_folder(name: str, source: DatasetSource, folder: Path, looked: 
     return None
 
 
-def _download_into_cache(name: str, source: DatasetSource) -> Path:
-    assert source.download is not None
+def _download_into_cache(name: str, spec: DownloadSpec, source: DatasetSource) -> Path:
     root = cache_root() / name
     logger.info("Downloading %s into %s", name, root)
-    fetch(source.download, root, base_url=os.environ.get(MIRROR_VARIABLE) or None)
+    try:
+        fetch(spec, root, base_url=os.environ.get(MIRROR_VARIABLE) or None)
+    except DataError as error:
+        raise DataError(f"{error} {source.info.files_hint}") from error
     missing = source.missing_in(root)
     if missing:
         raise DataError(f"The download of {name} into {root} lacks {', '.join(missing)}; delete {root} and try again.")
     return root
 
 
-def _not_found_message(name: str, source: DatasetSource, looked: list[Path], download: bool) -> str:
+def _not_found_message(name: str, source: DatasetSource, looked: list[Path]) -> str:
     places = ", ".join(str(p) for p in looked)
     if source.download is None:
         how = "This data set is not downloaded automatically."
-    elif not download:
+    else:  # reached only when downloading was not allowed
         how = "Or allow downloading (download=True) to fetch it into the cache."
-    else:
-        how = ""
-    return " ".join(filter(None, (f"Data set {name} not found (looked in {places}).", source.info.files_hint, how)))
+    return f"Data set {name} not found (looked in {places}). {source.info.files_hint} {how}"

@@ -53,6 +53,7 @@ def list_datasets() -> list[str]:
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
+    """Shapes, classes, normalisation and augmentation of data set ``name`` (no files read)."""
     return _source(name).info
 
 
@@ -103,7 +104,7 @@ def _source(name: str) -> DatasetSource:
 
 
 def _check_options(val_fraction: float, limit: int | None) -> None:
-    if not 0 <= val_fraction < 1:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must lie in [0, 1), got {val_fraction}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive whole number of samples, got {limit!r}.")

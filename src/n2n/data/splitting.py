@@ -32,13 +32,14 @@ def stratified_mask(labels: torch.Tensor, n_val: int, seed: int) -> torch.Tensor
     mask = torch.zeros(n, dtype=torch.bool)
     if n_val == 0:
         return mask
-    quota = _class_quota(torch.bincount(labels), n_val)
+    counts = torch.bincount(labels)
+    quota = _class_quota(counts, n_val)
     generator = torch.Generator().manual_seed(seed)
     # Shuffle, then stable-sort by label: classes become contiguous runs in random order inside.
     shuffled = torch.randperm(n, generator=generator)
     order = shuffled[torch.sort(labels[shuffled], stable=True).indices]
     sorted_labels = labels[order]
-    run_start = torch.cumsum(torch.bincount(labels), 0) - torch.bincount(labels)
+    run_start = torch.cumsum(counts, 0) - counts
     rank_in_class = torch.arange(n) - run_start[sorted_labels]
     mask[order[rank_in_class < quota[sorted_labels]]] = True
     return mask

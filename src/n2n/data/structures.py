@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from n2n.errors import ConfigError
+
 if TYPE_CHECKING:
     from n2n.data.download import DownloadSpec
 
@@ -28,9 +30,9 @@ class DatasetInfo:
 
     def __post_init__(self) -> None:
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError(f"{self.name}: mean and std need one value per input channel")
+            raise ConfigError(f"Data set {self.name}: mean and std need one value per input channel.")
         if any(value <= 0 for value in self.std):
-            raise ValueError(f"{self.name}: every std must be positive")
+            raise ConfigError(f"Data set {self.name}: every std must be positive.")
 
 
 @dataclass

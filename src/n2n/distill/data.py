@@ -5,7 +5,7 @@ computed once per run and indexed by batch: no teacher forward pass per child.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -20,6 +20,8 @@ class DistillData:
     val_images: torch.Tensor
     val_labels: torch.Tensor
     teacher_logits: torch.Tensor | None = None  # logits of the teacher on train_images, filled by attach_teacher
+    crop_padding: int = 0  # training augmentation, used only where DistillConfig.augment is set
+    hflip: bool = False
 
     def attach_teacher(self, teacher: nn.Module, batch_size: int = 1024) -> "DistillData":
         """Compute the teacher's training-set logits once (eval mode, no augmentation)."""
@@ -33,13 +35,11 @@ class DistillData:
         generator = torch.Generator().manual_seed(seed)
         index = torch.randperm(len(self.train_labels), generator=generator)[:size].to(self.train_labels.device)
         logits = None if self.teacher_logits is None else self.teacher_logits[index]
-        return DistillData(
-            self.train_images[index], self.train_labels[index], self.val_images, self.val_labels, logits
-        )
+        return replace(self, train_images=self.train_images[index], train_labels=self.train_labels[index],
+                       teacher_logits=logits)
 
     def to(self, device: torch.device) -> "DistillData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return DistillData(
-            move(self.train_images), move(self.train_labels), move(self.val_images), move(self.val_labels),
-            move(self.teacher_logits),
-        )
+        return replace(self, train_images=move(self.train_images), train_labels=move(self.train_labels),
+                       val_images=move(self.val_images), val_labels=move(self.val_labels),
+                       teacher_logits=move(self.teacher_logits))

@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..data.loader import random_crop, random_hflip
 from ..training import NonFiniteLossError, accuracy, train_epochs
 from .data import DistillData
 from .losses import make_distill_loss
@@ -68,23 +69,16 @@ class _EpochLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for images, labels, logits in batches(self.data, self.batch_size, self.generator):
             if self.teacher is not None:
-                images = flip_and_shift(images, self.generator)
+                images = augment(images, self.data, self.generator)
                 with torch.no_grad():
                     logits = self.teacher(images)
             yield images, labels, logits
 
 
-def flip_and_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Whole-batch augmentation on normalised images: random horizontal flips and one shared shift.
-
-    The shift pads with zeros, which in normalised space is the data set's mean pixel.
-    """
-    flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    dy, dx = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=generator))
-    padded = nn.functional.pad(images, (max_shift, max_shift, max_shift, max_shift))
-    height, width = images.shape[-2:]
-    return padded[..., max_shift + dy : max_shift + dy + height, max_shift + dx : max_shift + dx + width]
+def augment(images: torch.Tensor, data: DistillData, generator: torch.Generator) -> torch.Tensor:
+    """The data set's crop and flip on normalised images (zero padding is the mean pixel there)."""
+    images = random_crop(images, data.crop_padding, generator)
+    return random_hflip(images, generator) if data.hflip else images
 
 
 def distill(student: nn.Module, data: DistillData, config: DistillConfig, *, seed: int = 0,

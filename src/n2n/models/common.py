@@ -19,7 +19,8 @@ def check_positive_int(model: str, option: str, value: Any) -> int:
 
 def check_width_mult(model: str, value: Any) -> float:
     """Return ``value`` as a float if it is a finite number > 0, else raise ModelError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or value <= 0:
         raise ModelError(
             f"Option width_mult of model {model!r} must be a finite number > 0 "
             f"(1.0 keeps the standard widths), got {value!r}."

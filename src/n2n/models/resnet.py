@@ -41,7 +41,9 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """conv1-bn1-relu stem, layer1..layer4 of BasicBlocks, global average pool, fc."""
 
-    def __init__(self, blocks_per_stage: Sequence[int], in_channels: int, num_classes: int, width_mult: float) -> None:
+    def __init__(
+        self, blocks_per_stage: Sequence[int], in_channels: int, num_classes: int, width_mult: float
+    ) -> None:
         super().__init__()
         widths = [scaled_width(w, width_mult) for w in STAGE_WIDTHS]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
@@ -71,7 +73,9 @@ def _stage(in_channels: int, out_channels: int, count: int, first_stride: int) -
     return nn.Sequential(*blocks)
 
 
-def _build_resnet(name: str, blocks: Sequence[int], in_channels: int, num_classes: int, width_mult: float) -> nn.Module:
+def _build_resnet(
+    name: str, blocks: Sequence[int], in_channels: int, num_classes: int, width_mult: float
+) -> nn.Module:
     check_positive_int(name, "in_channels", in_channels)
     check_positive_int(name, "num_classes", num_classes)
     return ResNet(blocks, in_channels, num_classes, check_width_mult(name, width_mult))

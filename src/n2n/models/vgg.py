@@ -24,7 +24,9 @@ VGG_CONFIGS: dict[str, list[int | str]] = {
 class VGG(nn.Module):
     """Conv-BN-ReLU stacks with 2x2 max pools, global average pool, one linear classifier."""
 
-    def __init__(self, config: Sequence[int | str], in_channels: int, num_classes: int, width_mult: float) -> None:
+    def __init__(
+        self, config: Sequence[int | str], in_channels: int, num_classes: int, width_mult: float
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels

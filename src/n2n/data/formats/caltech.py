@@ -36,7 +36,9 @@ def check_caltech_files(root: Path) -> dict[str, bool]:
 def read_caltech256(root: Path) -> tuple[Split, Split]:
     class_files = list_class_images(root / CALTECH_FOLDER)
     train_files, train_labels, test_files, test_labels = _split_per_class(class_files)
-    logger.info("Caltech-256: %d classes, %d train and %d test images", len(class_files), len(train_files), len(test_files))
+    logger.info(
+        "Caltech-256: %d classes, %d train and %d test images", len(class_files), len(train_files), len(test_files)
+    )
     return (
         to_split(_decode_all(train_files, "train"), np.asarray(train_labels)),
         to_split(_decode_all(test_files, "test"), np.asarray(test_labels)),
@@ -47,10 +49,19 @@ def list_class_images(folder: Path) -> list[list[Path]]:
     """Image files per class, classes in sorted folder order, clutter and non-images left out."""
     if not folder.is_dir():
         raise DataError(f"Missing the Caltech-256 folder {folder}.")
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and d.name != CLUTTER_CLASS)
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not _hidden(d) and d.name != CLUTTER_CLASS)
     if not class_dirs:
         raise DataError(f"{folder} holds no class folders (expected 001.ak47/, 002.american-flag/, ...).")
-    return [sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) for d in class_dirs]
+    return [sorted(f for f in d.iterdir() if _is_image_file(f)) for d in class_dirs]
+
+
+def _hidden(path: Path) -> bool:
+    """Dot files, such as the ._name.jpg metadata some archivers add, are not data."""
+    return path.name.startswith(".")
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and not _hidden(path) and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _split_per_class(class_files: list[list[Path]]) -> tuple[list[Path], list[int], list[Path], list[int]]:

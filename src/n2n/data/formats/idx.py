@@ -70,7 +70,9 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
             "download it again."
         )
     if actual > expected:
-        raise DataError(f"{path} holds {actual - expected} bytes more than its header says; it is not a valid IDX file.")
+        raise DataError(
+            f"{path} holds {actual - expected} bytes more than its header says; it is not a valid IDX file."
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims)
 
 

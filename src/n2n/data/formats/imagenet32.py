@@ -64,7 +64,8 @@ def train_batch_paths(root: Path) -> list[Path]:
     paths = [first]
     while (following := find_batch(folder, ("",), f"{TRAIN_PREFIX}{len(paths) + 1}")) is not None:
         paths.append(following)
-    numbers = [int(m.group(1)) for f in folder.iterdir() if (m := re.fullmatch(rf"{TRAIN_PREFIX}(\d+)(\.npz)?", f.name))]
+    pattern = re.compile(rf"{TRAIN_PREFIX}(\d+)(\.npz)?")
+    numbers = [int(m.group(1)) for f in folder.iterdir() if (m := pattern.fullmatch(f.name))]
     if max(numbers) > len(paths):
         raise DataError(
             f"{folder}: {TRAIN_PREFIX}{len(paths) + 1} is missing although {TRAIN_PREFIX}{max(numbers)} exists; "
