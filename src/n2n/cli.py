@@ -64,7 +64,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         raise N2NError("--resume is not available yet: start a new run with another --out")
     config = from_dict(SearchConfig, load_yaml(args.config), str(args.config)) if args.config else SearchConfig()
     overrides = {key: value for key, value in {
-        "stages": tuple(args.stages.split(",")) if args.stages else None,
+        "stages": args.stages,
         "epochs_per_stage": args.epochs_per_stage, "rollouts": args.rollouts, "algorithm": args.algorithm,
         "max_params": args.max_params, "max_flops": args.max_flops, "min_accuracy": args.min_accuracy,
         "init": args.init, "policy_from": args.policy_from, "seed": args.seed,

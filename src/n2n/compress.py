@@ -41,17 +41,32 @@ def as_tensors(data: DataLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, labels) from a tensor pair or a map-style Dataset of (input, label) items."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
         inputs, labels = data
-    elif isinstance(data, Dataset):
-        items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
-        if not items:
-            raise ConfigError(f"{what} is empty")
-        inputs = torch.stack([torch.as_tensor(x) for x, _ in items])
-        labels = torch.as_tensor([int(y) for _, y in items])
+    elif isinstance(data, Dataset) and hasattr(data, "__len__"):
+        inputs, labels = stack_items(data, what)
     else:
-        raise ConfigError(f"{what} must be a torch Dataset or an (inputs, labels) pair of tensors")
+        raise ConfigError(f"{what} must be a map-style torch Dataset or an (inputs, labels) pair of tensors")
     if len(inputs) != len(labels) or len(labels) == 0:
         raise ConfigError(f"{what}: {len(inputs)} inputs but {len(labels)} labels")
     return inputs.float(), labels.long()
+
+
+def stack_items(data: Dataset, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+    if not items:
+        raise ConfigError(f"{what} is empty")
+    if any(not isinstance(item, (tuple, list)) or len(item) != 2 for item in items):
+        raise ConfigError(f"{what} items must be (input, label) pairs")
+    return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
+
+
+def check_teacher_runs(teacher: nn.Module, example_input: torch.Tensor) -> None:
+    """Fail with one clear line when the data do not fit the teacher's input."""
+    try:
+        with torch.no_grad():
+            teacher.eval()(example_input)
+    except RuntimeError as error:
+        raise ConfigError(f"the teacher cannot read inputs of shape {tuple(example_input.shape[1:])} "
+                          f"({str(error).splitlines()[0]})") from None
 
 
 def compress(
@@ -64,12 +79,15 @@ def compress(
     device: str | None = None,
     progress: bool = True,
     on_record: Callable[[Any], None] | None = None,
+    crop_padding: int = 0,
+    hflip: bool = False,
     **options: Any,
 ) -> CompressionResult:
     """Search a small student for `teacher` (stage 1 removes layers, stage 2 shrinks them).
 
     Data are normalised inputs as the teacher expects them. `options` override fields of
-    SearchConfig by name (e.g. epochs_per_stage=10, max_params=50_000).
+    SearchConfig by name (e.g. epochs_per_stage=10, max_params=50_000). `crop_padding` and
+    `hflip` describe the data's augmentation, used where a DistillConfig sets `augment`.
     """
     config = from_dict(SearchConfig, options, "options", base=config or SearchConfig()).validate()
     seed_everything(config.seed)
@@ -77,8 +95,10 @@ def compress(
     teacher = teacher.to(dev).eval()
     train_x, train_y = as_tensors(train_data, "train_data")
     val_x, val_y = as_tensors(val_data, "val_data")
-    data = DistillData(train_x, train_y, val_x, val_y).to(dev).attach_teacher(teacher)
     example_input = train_x[:1].to(dev)
+    check_teacher_runs(teacher, example_input)
+    data = DistillData(train_x, train_y, val_x, val_y, crop_padding=crop_padding, hflip=hflip)
+    data = data.to(dev).attach_teacher(teacher)
 
     started = time.perf_counter()
     search = Search(teacher, data, example_input, config, on_record=on_record, progress=progress)

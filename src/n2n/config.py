@@ -57,7 +57,13 @@ class SearchConfig:
         for name in ("epochs_per_stage", "rollouts", "min_width"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
-        if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
+        for name in ("max_params", "max_flops"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        if self.min_accuracy is not None and (
+            not isinstance(self.min_accuracy, (int, float)) or not 0 <= self.min_accuracy <= 1
+        ):
             raise ConfigError("--min-accuracy is a fraction between 0 and 1 (e.g. 0.9)")
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError("shrink ratios must lie in (0, 1]")
@@ -79,21 +85,42 @@ def _plain(value: Any) -> Any:
 
 def from_dict(cls: type, values: dict[str, Any], where: str = "config", base: Any = None) -> Any:
     """Dataclass `cls` from a nested dict over `base` (default: cls()), refusing unknown keys by name."""
+    if isinstance(values, cls):
+        return values
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a mapping of option names to values")
     base = cls() if base is None else base
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:
         raise ConfigError(f"unknown option(s) in {where}: {', '.join(unknown)}")
-    changes = {}
-    for name, value in values.items():
-        current = getattr(base, name)
-        if is_dataclass(current):
-            value = from_dict(type(current), value, f"{where}.{name}", base=current)
-        elif isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
-        changes[name] = value
+    changes = {name: coerce(f"{where}.{name}", getattr(base, name), value) for name, value in values.items()}
     return replace(base, **changes)
+
+
+def coerce(where: str, current: Any, value: Any) -> Any:
+    """`value` in the type of the option's current value, or a ConfigError naming the option."""
+    if is_dataclass(current):
+        return from_dict(type(current), value, where, base=current)
+    if current is None or value is None:
+        return value  # optional limits and paths: checked by validate()
+    if isinstance(current, tuple):
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    elif isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(current, str):
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where} must be a {type(current).__name__}, got {value!r}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

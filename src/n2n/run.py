@@ -58,6 +58,7 @@ def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: Searc
         teacher.model, evaluation_tensors(data, "train", cpu), evaluation_tensors(data, "val", cpu),
         test_data=evaluation_tensors(data, "test", cpu), config=config, device=device, progress=progress,
         on_record=lambda record: folder.append_metrics(asdict(record)),
+        crop_padding=data.info.crop_padding, hflip=data.info.hflip,
     )
     save_outputs(folder, result, teacher.arch, dataset_meta(data), name)
     return result

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # Chosen so the default conv4 teacher trains in minutes on two CPU cores.
 DEFAULT_RECIPES: dict[str, SGDRecipe] = {
     "mnist": SGDRecipe(epochs=6),
-    "fashion-mnist": SGDRecipe(epochs=10),
+    "fashion-mnist": SGDRecipe(epochs=8),
     "cifar10": SGDRecipe(epochs=60, lr=0.1),
     "cifar100": SGDRecipe(epochs=80, lr=0.1),
     "svhn": SGDRecipe(epochs=20, lr=0.05),

@@ -11,7 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ..errors import N2NError
+from ..policies import load_policy
 
 POLICY_FILES = {"removal": "removal.pt", "shrink": "shrink.pt"}
 
@@ -39,8 +42,8 @@ class RunFolder:
         if folder.root.exists() and not folder.root.is_dir():
             raise N2NError(f"--out {folder.root} is a file, not a run folder")
         if folder.root.is_dir() and any(folder.root.iterdir()) and not force:
-            raise N2NError(f"{folder.root} already holds a run: pass --resume to continue it, "
-                           "--force to overwrite it, or choose another --out")
+            raise N2NError(f"{folder.root} already holds a run: pass --force to overwrite it, "
+                           "or choose another --out")
         folder.root.mkdir(parents=True, exist_ok=True)
         if force:
             (folder.metrics_path).unlink(missing_ok=True)
@@ -72,12 +75,16 @@ class RunFolder:
             os.fsync(stream.fileno())
 
 
-def policy_path(source: str | Path, kind: str) -> Path | None:
-    """A policy file of `kind` from a run folder (its policies/ subfolder) or a policy file itself."""
+def policy_for_stage(source: str | Path, kind: str) -> nn.Module | None:
+    """The `kind` policy from a run folder (its policies/ subfolder) or a single policy file.
+
+    A single file serves only the stage of its own kind; the other stage starts fresh.
+    """
     source = Path(source)
     if source.is_dir():
         path = source / "policies" / POLICY_FILES[kind]
-        return path if path.is_file() else None
+        return load_policy(path, kind=kind) if path.is_file() else None
     if source.is_file():
-        return source
+        policy = load_policy(source)
+        return policy if policy.kind == kind else None
     raise N2NError(f"--policy-from {source} is neither a run folder nor a policy file")

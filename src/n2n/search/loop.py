@@ -22,8 +22,8 @@ from ..arch import NetworkView, arch_signature, count_flops, count_params
 from ..config import SearchConfig
 from ..distill.data import DistillData
 from ..distill.trainer import distill
-from ..errors import ConfigError
-from ..policies import load_policy
+from ..errors import ConfigError, N2NError
+from ..report.run_folder import policy_for_stage
 from ..training import NonFiniteLossError, accuracy
 from .cache import Score, ScoreCache
 from .records import CandidateRecord, EpochRecord
@@ -75,6 +75,9 @@ class Search:
             params=count_params(teacher), flops=count_flops(teacher, example_input),
             val_accuracy=accuracy(teacher, data.val_images, data.val_labels),
         )
+        if self.teacher_stats.val_accuracy <= 0:
+            raise N2NError("the teacher gets no validation image right, so no student can be scored against it: "
+                           "check that the teacher and the data set belong together")
 
     def run(self) -> list[StageResult]:
         results: list[StageResult] = []
@@ -116,16 +119,15 @@ class Search:
         source = self.config.policy_from
         if not source:
             return stage.make_policy(value_head)
-        from ..report.run_folder import policy_path  # a run folder or a single policy file
 
-        path = policy_path(source, POLICY_KIND[stage.name])
-        if path is None:
+        policy = policy_for_stage(source, POLICY_KIND[stage.name])
+        if policy is None:
             log.info("no %s policy in %s: starting that stage from scratch", stage.name, source)
             return stage.make_policy(value_head)
-        policy = load_policy(path, kind=POLICY_KIND[stage.name])
         if value_head and policy.value is None:
-            raise ConfigError(f"{path} has no value head, which --algorithm actor-critic needs")
-        log.info("starting %s from the policy in %s (transfer)", stage.name, path)
+            raise ConfigError(f"the {stage.name} policy in {source} has no value head, "
+                              "which --algorithm actor-critic needs")
+        log.info("starting %s from the policy in %s (transfer)", stage.name, source)
         return policy
 
     # ---- one candidate ---------------------------------------------------------------------
@@ -135,7 +137,8 @@ class Search:
         rewrite, step = stage.apply(parent, view, actions, self.example_input)
         if rewrite.child is None:
             return self.emit(self.rejected(record, rewrite.reason or "rejected"))
-        key = arch_signature(rewrite.child, self.example_input)
+        # keyed by stage too: with inherited weights the same shapes in another stage are another child
+        key = f"{stage.name}:{arch_signature(rewrite.child, self.example_input)}"
         cached = self.cache.get(key)
         if cached is None:
             try:

@@ -40,9 +40,9 @@ class RemovalStage:
         return policy.act(view.layer_states(), view.removable_mask(), generator=generator)
 
     def apply(self, parent, view, actions, example_input):
-        remove = [bool(a) for a in actions.tolist()]
-        rewrite = remove_layers(parent, view, remove, example_input, init=self.config.init)
-        return rewrite, {"op": "remove", "remove": remove}
+        rewrite = remove_layers(parent, view, [bool(a) for a in actions.tolist()], example_input,
+                                init=self.config.init)
+        return rewrite, rewrite.step
 
 
 @dataclass
@@ -62,7 +62,7 @@ class ShrinkStage:
         ratios = [float(self.config.ratios[int(a)]) for a in actions.tolist()]
         rewrite = shrink_layers(parent, view, ratios, example_input, init=self.config.init,
                                 min_width=self.config.min_width)
-        return rewrite, {"op": "shrink", "ratios": ratios}
+        return rewrite, rewrite.step
 
 
 def make_stage(name: str, config: SearchConfig) -> Stage:

@@ -1,0 +1,335 @@
+"""The two-stage N2N search loop: records, rewards, reward cache, divergence, constraints,
+actor-critic, policy transfer and determinism, on tiny teachers and synthetic images."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from n2n import compress
+from n2n.arch import STATE_DIM, NetworkView, count_params, rebuild
+from n2n.config import SearchConfig, from_dict
+from n2n.distill.data import DistillData
+from n2n.errors import ConfigError, N2NError
+from n2n.models import create_model
+from n2n.policies import RemovalPolicy, ShrinkPolicy, save_policy
+from n2n.report.run_folder import POLICY_FILES
+from n2n.search import loop
+from n2n.search.loop import Search, StageResult
+from n2n.search.records import CandidateRecord, EpochRecord
+from n2n.training import NonFiniteLossError
+
+IMAGE = 12
+FAST = {
+    "epochs_per_stage": 3,
+    "rollouts": 3,
+    "proxy": {"epochs": 1, "subset": 64, "batch_size": 32},
+    "final": {"epochs": 1, "subset": None},
+}
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def conv4_teacher(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return create_model("conv4", in_channels=1, num_classes=10, width_mult=0.5).eval()
+
+
+def labelled_by(teacher: nn.Module, n_train: int = 128, n_val: int = 64, seed: int = 0) -> tuple[Pair, Pair]:
+    """Random images labelled by the teacher itself, so its validation accuracy is 1 (a valid reward scale)."""
+    images = torch.randn(n_train + n_val, 1, IMAGE, IMAGE, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        labels = teacher.eval()(images).argmax(dim=1)
+    return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:])
+
+
+def config(**overrides) -> SearchConfig:
+    return from_dict(SearchConfig, {**FAST, **overrides}).validate()
+
+
+def run_search(teacher: nn.Module, train: Pair, val: Pair, **overrides) -> tuple[Search, list[StageResult]]:
+    data = DistillData(*train, *val).attach_teacher(teacher)
+    search = Search(teacher, data, train[0][:1], config(**overrides), progress=False)
+    return search, search.run()
+
+
+def candidates(history: list) -> list[CandidateRecord]:
+    return [r for r in history if isinstance(r, CandidateRecord)]
+
+
+def epochs_of(history: list) -> list[EpochRecord]:
+    return [r for r in history if isinstance(r, EpochRecord)]
+
+
+def counting(monkeypatch, fail_on: int | None = None) -> list[int]:
+    """Wrap the search's distill; returns the list its calls are counted in (optionally diverging once)."""
+    calls: list[int] = []
+    real = loop.distill
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == fail_on:
+            raise NonFiniteLossError("loss became nan")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "distill", wrapper)
+    return calls
+
+
+class ViewSpy:
+    """Stands in for NetworkView in the loop and remembers which model each stage's view was built on."""
+
+    built_on: list[nn.Module] = []
+
+    @classmethod
+    def build(cls, model: nn.Module, example_input: torch.Tensor) -> NetworkView:
+        cls.built_on.append(model)
+        return NetworkView.build(model, example_input)
+
+
+# ---- the two-stage loop ------------------------------------------------------------------------
+def test_two_stage_search_writes_one_record_per_rollout_and_epoch(monkeypatch):
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    ViewSpy.built_on = []
+    monkeypatch.setattr(loop, "NetworkView", ViewSpy)
+    search, results = run_search(teacher, train, val)
+
+    stages, epochs, rollouts = ("removal", "shrinkage"), range(3), range(3)
+    cands, epoch_records = candidates(search.history), epochs_of(search.history)
+    assert len(cands) + len(epoch_records) == len(search.history)
+    expected = [(s, e, k) for s in stages for e in epochs for k in rollouts]
+    assert [(r.stage, r.epoch, r.rollout) for r in cands] == expected
+    assert [(r.stage, r.epoch) for r in epoch_records] == [(s, e) for s in stages for e in epochs]
+    # each epoch record comes right after its rollouts and summarises their rewards
+    for number, record in enumerate(epoch_records):
+        assert search.history[4 * number + 3] is record
+        rewards = [c.reward for c in cands[3 * number: 3 * number + 3]]
+        assert record.reward_mean == pytest.approx(sum(rewards) / 3)
+        assert record.reward_max == max(rewards)
+
+    assert all(-1.0 <= r.reward <= 1.0 for r in cands)
+    invalid = [r for r in cands if not r.valid]
+    assert invalid, "this seed samples at least one child that cannot be built or is not smaller"
+    for record in invalid:
+        assert record.reward == -1.0 and record.reason and not record.cached
+    teacher_params = count_params(teacher)
+    for record in cands:
+        if record.valid:
+            assert record.reason is None and 0 < record.params < teacher_params
+            assert 0.0 <= record.val_accuracy <= 1.0
+
+    first, second = results
+    assert [r.name for r in results] == list(stages)
+    for result in results:
+        trained = [r for r in cands if r.stage == result.name and r.valid and not r.cached]
+        assert result.candidates == len(trained)
+        assert result.best in trained and result.best.reward == max(r.reward for r in trained)
+    # the stage-1 best child is the parent of stage 2: its view, its size, its rewrite history
+    assert ViewSpy.built_on[0] is teacher and ViewSpy.built_on[1] is first.best_child
+    groups = len(NetworkView.build(first.best_child, train[0][:1]).groups)
+    assert all(len(r.actions) == groups for r in cands if r.stage == "shrinkage")
+    assert all(r.params < first.best.params for r in cands if r.stage == "shrinkage" and r.valid)
+    assert [step["op"] for step in second.rewrites] == ["remove", "shrink"]
+    assert second.rewrites[0] == first.rewrites[0]
+
+
+def test_stage_rewrites_rebuild_the_best_child_from_a_fresh_teacher():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    search, results = run_search(teacher, train, val, epochs_per_stage=2)
+    example = train[0][:1]
+    for result in results:
+        assert result.best_child is not None
+        fresh = create_model("conv4", in_channels=1, num_classes=10, width_mult=0.5)
+        rebuilt = rebuild(fresh, example, result.rewrites)
+        rebuilt.load_state_dict(result.best_child.state_dict(), strict=True)
+        assert count_params(rebuilt) == result.best.params
+        torch.testing.assert_close(rebuilt.eval()(val[0]), result.best_child.eval()(val[0]))
+
+
+# ---- reward cache ------------------------------------------------------------------------------
+def two_removable_net() -> nn.Module:
+    """Stem conv (fixed), one removable conv, one removable max pool, then the classifier."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    ).eval()
+
+
+def test_a_repeated_architecture_is_distilled_once(monkeypatch):
+    teacher = two_removable_net()
+    assert int(NetworkView.build(teacher, torch.zeros(1, 1, IMAGE, IMAGE)).removable_mask().sum()) == 2
+    train, val = labelled_by(teacher)
+    calls = counting(monkeypatch)
+    search, _ = run_search(teacher, train, val, stages=("removal",), epochs_per_stage=4, rollouts=3)
+    cands = candidates(search.history)
+    assert len(cands) == 12
+    cached = [r for r in cands if r.cached]
+    assert cached, "12 children drawn from at most 3 removal sets must repeat"
+    trained = [r for r in cands if r.valid and not r.cached]
+    assert len(calls) == len(trained) == len(search.cache) <= 3
+    by_actions = {tuple(r.actions): r for r in trained}
+    for record in cached:  # a cache hit reports what its first occurrence measured
+        assert record.valid and record.seconds == 0.0
+        first = by_actions.get(tuple(record.actions))
+        if first is not None:
+            assert (record.params, record.val_accuracy) == (first.params, first.val_accuracy)
+
+
+# ---- a diverging child -------------------------------------------------------------------------
+def test_a_diverging_child_scores_minus_one_and_the_search_goes_on(monkeypatch):
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    calls = counting(monkeypatch, fail_on=2)
+    result = compress(teacher, train, val, progress=False, epochs_per_stage=2, rollouts=2,
+                      proxy=FAST["proxy"], final=FAST["final"])
+    cands = candidates(result.history)
+    diverged = [r for r in cands if r.reason and "diverg" in r.reason]
+    assert len(diverged) == 1
+    assert diverged[0].reward == -1.0 and not diverged[0].valid
+    assert len(cands) == 2 * 2 * 2 and len(epochs_of(result.history)) == 2 * 2
+    assert [s.name for s in result.stages] == ["removal", "shrinkage"]
+    assert count_params(result.student) < count_params(teacher)
+    # the failed child is not cached: every other distillation is
+    assert sum(s.candidates for s in result.stages) == len(calls) - 1
+
+
+# ---- constraints -------------------------------------------------------------------------------
+def test_an_unreachable_max_params_raises_an_error_naming_it():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    with pytest.raises(N2NError, match=r"(?i)max.params"):
+        compress(teacher, train, val, progress=False, max_params=10, epochs_per_stage=2, rollouts=2,
+                 proxy=FAST["proxy"], final=FAST["final"])
+
+
+def test_the_best_child_respects_a_loose_max_params():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    limit = int(0.6 * count_params(teacher))
+    result = compress(teacher, train, val, progress=False, max_params=limit, **FAST)
+    cands = candidates(result.history)
+    assert any(r.valid and r.params > limit for r in cands), "the limit must bind for some child"
+    for stage in result.stages:
+        assert stage.best is not None and stage.best.params <= limit
+        assert count_params(stage.best_child) <= limit
+    assert count_params(result.student) == result.summary["student"]["params"] <= limit
+
+
+# ---- actor-critic ------------------------------------------------------------------------------
+def test_actor_critic_trains_policies_with_value_heads():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    result = compress(teacher, train, val, progress=False, algorithm="actor-critic", epochs_per_stage=2,
+                      rollouts=3, proxy=FAST["proxy"], final=FAST["final"])
+    assert [type(s.policy) for s in result.stages] == [RemovalPolicy, ShrinkPolicy]
+    assert all(isinstance(s.policy.value, nn.Linear) for s in result.stages)
+    records = epochs_of(result.history)
+    assert len(records) == 4
+    assert all(torch.isfinite(torch.tensor([r.policy_loss, r.entropy])).all() for r in records)
+    assert count_params(result.student) < count_params(teacher)
+
+
+# ---- transfer ----------------------------------------------------------------------------------
+def save_run_policies(results: list[StageResult], root: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Lay the policies out as a run folder does (policies/removal.pt, policies/shrink.pt)."""
+    (root / "policies").mkdir(parents=True)
+    saved = {}
+    for result in results:
+        kind = loop.POLICY_KIND[result.name]
+        save_policy(root / "policies" / POLICY_FILES[kind], result.policy)
+        saved[result.name] = copy.deepcopy(result.policy.state_dict())
+    return saved
+
+
+def spy_initial_policies(monkeypatch) -> dict[str, dict[str, torch.Tensor]]:
+    """The parameters each stage's policy starts from (before its first epoch)."""
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+    real = Search.initial_policy
+
+    def initial_policy(self, stage):
+        policy = real(self, stage)
+        seen[stage.name] = copy.deepcopy(policy.state_dict())
+        return policy
+
+    monkeypatch.setattr(Search, "initial_policy", initial_policy)
+    return seen
+
+
+def assert_same_state(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
+    assert left.keys() == right.keys()
+    for key in left:
+        torch.testing.assert_close(left[key], right[key], rtol=0, atol=0)
+
+
+def test_a_policy_from_a_small_teacher_starts_the_search_on_a_larger_one(tmp_path, monkeypatch):
+    small = conv4_teacher()
+    train, val = labelled_by(small)
+    _, results = run_search(small, train, val, epochs_per_stage=2, rollouts=2)
+    saved = save_run_policies(results, tmp_path / "run")
+
+    torch.manual_seed(1)
+    large = create_model("vgg11", in_channels=1, num_classes=10, width_mult=0.125).eval()
+    assert len(NetworkView.build(large, train[0][:1]).layers) > len(NetworkView.build(small, train[0][:1]).layers)
+    train, val = labelled_by(large, seed=1)
+    seen = spy_initial_policies(monkeypatch)
+    search, transferred = run_search(large, train, val, epochs_per_stage=2, rollouts=2,
+                                     policy_from=str(tmp_path / "run"))
+    assert len(epochs_of(search.history)) == 4 and all(r.best_child is not None for r in transferred)
+    for name in ("removal", "shrinkage"):
+        assert_same_state(seen[name], saved[name])
+
+    # and without transfer the stages start elsewhere: the check above can tell the two apart
+    run_search(large, train, val, stages=("removal",), epochs_per_stage=1, rollouts=1)
+    assert any(not torch.equal(seen["removal"][k], saved["removal"][k]) for k in saved["removal"])
+
+
+def test_actor_critic_refuses_a_transferred_policy_without_value_head(tmp_path):
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    path = tmp_path / "removal.pt"
+    save_policy(path, RemovalPolicy(STATE_DIM))
+    with pytest.raises(ConfigError, match="value head"):
+        run_search(teacher, train, val, stages=("removal",), algorithm="actor-critic", policy_from=str(path))
+
+
+def test_a_single_policy_file_does_not_fail_after_a_whole_stage(tmp_path, monkeypatch):
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    _, results = run_search(teacher, train, val, stages=("removal",), epochs_per_stage=1, rollouts=2)
+    path = tmp_path / "removal.pt"
+    save_policy(path, results[0].policy)
+    calls = counting(monkeypatch)
+    try:
+        run_search(teacher, train, val, epochs_per_stage=1, rollouts=2, policy_from=str(path))
+    except N2NError:
+        assert calls == [], "a policy file that cannot serve every stage must be refused before any training"
+
+
+# ---- determinism -------------------------------------------------------------------------------
+def trace_of(seed: int) -> list[tuple]:
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    result = compress(teacher, train, val, progress=False, seed=seed, epochs_per_stage=2, rollouts=3,
+                      proxy=FAST["proxy"], final=FAST["final"])
+    return [(r.stage, r.actions, r.reward, r.params, r.val_accuracy) for r in candidates(result.history)]
+
+
+def test_the_same_seed_gives_the_same_actions_and_rewards():
+    first = trace_of(seed=3)
+    assert trace_of(seed=3) == first
+    assert [t[1] for t in trace_of(seed=4)] != [t[1] for t in first]
