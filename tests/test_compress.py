@@ -253,7 +253,8 @@ def test_cli_compress_writes_a_complete_run_folder(workspace):
     lines = metric_lines(run)
     kinds = [line["kind"] for line in lines]
     assert kinds.count("candidate") == 2 * 2 * 2 and kinds.count("epoch") == 2 * 2
-    assert {"stage", "epoch", "rollout", "actions", "reward", "params", "val_accuracy"} <= set(lines[0])
+    assert lines[0]["kind"] == "teacher" and lines[0]["params"] == summary["teacher"]["params"]
+    assert {"stage", "epoch", "rollout", "actions", "reward", "params", "val_accuracy"} <= set(lines[1])
 
     recorded = yaml.safe_load((run / "config.yaml").read_text())
     assert recorded["teacher"] == str(workspace["teacher"]) and recorded["dataset"] == "mnist"
@@ -287,7 +288,7 @@ def test_an_existing_run_folder_is_refused_then_overwritten_with_force(workspace
     summary = json.loads((run / "summary.json").read_text())
     assert summary["config"]["seed"] == 1
     assert (run / "summary.json").read_bytes() != before[run / "summary.json"]
-    assert len(metric_lines(run)) == 2 * 2 * 2 + 2 * 2  # the old run's lines are gone
+    assert len(metric_lines(run)) == 1 + 2 * 2 * 2 + 2 * 2  # the old run's lines are gone
 
 
 def test_a_teacher_for_other_channels_is_refused(workspace, tmp_path, monkeypatch, capsys):

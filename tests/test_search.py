@@ -19,7 +19,7 @@ from n2n.policies import RemovalPolicy, ShrinkPolicy, save_policy
 from n2n.report.run_folder import POLICY_FILES
 from n2n.search import loop
 from n2n.search.loop import Search, StageResult
-from n2n.search.records import CandidateRecord, EpochRecord
+from n2n.search.records import CandidateRecord, EpochRecord, TeacherRecord
 from n2n.training import NonFiniteLossError
 
 IMAGE = 12
@@ -108,13 +108,15 @@ def test_two_stage_search_writes_one_record_per_rollout_and_epoch(monkeypatch):
 
     stages, epochs, rollouts = ("removal", "shrinkage"), range(3), range(3)
     cands, epoch_records = candidates(search.history), epochs_of(search.history)
-    assert len(cands) + len(epoch_records) == len(search.history)
+    teacher_line = search.history[0]
+    assert isinstance(teacher_line, TeacherRecord) and teacher_line.params == search.teacher_stats.params
+    assert len(cands) + len(epoch_records) + 1 == len(search.history)
     expected = [(s, e, k) for s in stages for e in epochs for k in rollouts]
     assert [(r.stage, r.epoch, r.rollout) for r in cands] == expected
     assert [(r.stage, r.epoch) for r in epoch_records] == [(s, e) for s in stages for e in epochs]
     # each epoch record comes right after its rollouts and summarises their rewards
     for number, record in enumerate(epoch_records):
-        assert search.history[4 * number + 3] is record
+        assert search.history[1 + 4 * number + 3] is record
         rewards = [c.reward for c in cands[3 * number: 3 * number + 3]]
         assert record.reward_mean == pytest.approx(sum(rewards) / 3)
         assert record.reward_max == max(rewards)

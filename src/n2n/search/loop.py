@@ -7,11 +7,10 @@ parent of the next.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -26,7 +25,7 @@ from ..errors import ConfigError, N2NError
 from ..report.run_folder import policy_for_stage
 from ..training import NonFiniteLossError, accuracy
 from .cache import Score, ScoreCache
-from .records import CandidateRecord, EpochRecord
+from .records import CandidateRecord, EpochRecord, TeacherRecord
 from .reinforce import PolicyTrainer
 from .reward import INVALID_REWARD, Constraints, reward
 from .stages import Stage, make_stage, policy_lr
@@ -68,6 +67,10 @@ class Search:
         self.config = config.validate()
         self.constraints = Constraints(config.max_params, config.max_flops, config.min_accuracy)
         self.cache = ScoreCache()
+        # Every child of the run trains on the same proxy subset: a fair comparison, and
+        # the subset is drawn once instead of once per child.
+        self.proxy_data = data.subset(config.proxy.subset, config.seed)
+        self.proxy = replace(config.proxy, subset=None)
         self.on_record = on_record or (lambda record: None)
         self.progress = progress
         self.history: list[Any] = []
@@ -75,6 +78,7 @@ class Search:
             params=count_params(teacher), flops=count_flops(teacher, example_input),
             val_accuracy=accuracy(teacher, data.val_images, data.val_labels),
         )
+        self.emit(TeacherRecord(**asdict(self.teacher_stats)))
         if self.teacher_stats.val_accuracy <= 0:
             raise N2NError("the teacher gets no validation image right, so no student can be scored against it: "
                            "check that the teacher and the data set belong together")
@@ -142,7 +146,7 @@ class Search:
         cached = self.cache.get(key)
         if cached is None:
             try:
-                outcome = distill(rewrite.child, self.data, self.config.proxy,
+                outcome = distill(rewrite.child, self.proxy_data, self.proxy,
                                   seed=self.candidate_seed(stage_index, epoch, rollout))
             except NonFiniteLossError as error:
                 return self.emit(self.rejected(record, f"distillation diverged ({error})"))

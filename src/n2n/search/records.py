@@ -36,3 +36,13 @@ class EpochRecord:
     best_val_accuracy: float
     seconds: float
     kind: str = field(default="epoch", init=False)
+
+
+@dataclass
+class TeacherRecord:
+    """First line of a run's metrics: what every candidate is compared with."""
+
+    params: int
+    flops: int
+    val_accuracy: float
+    kind: str = field(default="teacher", init=False)

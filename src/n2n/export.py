@@ -1,0 +1,193 @@
+"""Export a checkpoint's model to ONNX or TorchScript, and check the file against PyTorch.
+
+Each export is written to a temporary file next to its destination, loaded back
+from that file and run on a seeded random batch; only then is it renamed into
+place, so the file a user finds is the one that was checked.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint
+from .errors import ConfigError, ModelError, N2NError
+
+log = logging.getLogger(__name__)
+
+# Format name -> suffix of the default output file (next to the checkpoint, same stem).
+SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# torch.jit is deprecated in recent torch; its warnings say nothing a user of this export can act on.
+_JIT_DEPRECATION = r"`torch\.jit\."
+_NOISY_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out_path: Path
+    fmt: str
+    max_abs_diff: float  # largest |exported - PyTorch| over the logits of the sample batch
+    batch: int
+
+
+def export_checkpoint(
+    path: str | Path, fmt: str, out: str | Path | None = None, *, batch: int = 8, seed: int = 0, force: bool = False
+) -> ExportReport:
+    """Write the model of checkpoint `path` as `fmt` ("onnx" or "torchscript") and check it on a sample batch.
+
+    `out` defaults to the checkpoint's path with the format's suffix; an existing
+    file is replaced only with `force`. The ONNX graph has a dynamic batch axis.
+    """
+    fmt = check_format(fmt)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"the sample batch size must be a whole number >= 1, got {batch!r}")
+    writer = _onnx_writer() if fmt == "onnx" else _write_torchscript  # missing packages fail before any work
+    target = Path(out) if out is not None else default_export_path(path, fmt)
+    _refuse_overwrite(target, Path(path), force)
+    ckpt = load_checkpoint(path)
+    sample = sample_batch(ckpt.meta, batch, seed)
+    with torch.inference_mode():
+        expected = ckpt.model(sample)
+    with _temporary_file(target) as tmp:
+        exported = writer(ckpt.model, sample, tmp)
+        os.replace(tmp, target)
+    diff = (exported - expected).abs().max().item()
+    log.info("exported %s to %s (%s); largest difference from PyTorch on %d images: %.3g",
+             path, target, fmt, batch, diff)
+    return ExportReport(out_path=target, fmt=fmt, max_abs_diff=diff, batch=batch)
+
+
+def check_format(fmt: str) -> str:
+    name = fmt.strip().lower() if isinstance(fmt, str) else fmt
+    if name not in SUFFIXES:
+        raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(SUFFIXES)}")
+    return name
+
+
+def default_export_path(path: str | Path, fmt: str) -> Path:
+    """Next to the checkpoint, same stem: run/student.pt -> run/student.onnx or run/student.torchscript.pt."""
+    path = Path(path)
+    return path.with_name(path.stem + SUFFIXES[check_format(fmt)])
+
+
+def sample_batch(meta: dict[str, Any], batch: int, seed: int) -> torch.Tensor:
+    """Seeded standard-normal images of the checkpoint's input shape (what normalised data looks like)."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, int(meta["in_channels"]), int(meta["image_size"]), int(meta["image_size"]))
+    return torch.randn(shape, generator=generator)
+
+
+def _refuse_overwrite(target: Path, checkpoint: Path, force: bool) -> None:
+    if target.resolve() == checkpoint.resolve():
+        raise ConfigError(f"the export destination {target} is the checkpoint itself: choose another --out")
+    if target.exists() and not force:
+        raise N2NError(f"{target} already exists: choose another --out or pass --force to replace it")
+
+
+@contextmanager
+def _temporary_file(target: Path) -> Iterator[Path]:
+    """A fresh file in the destination's folder (so the final rename is atomic), removed unless renamed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    os.chmod(name, 0o666 & ~_current_umask())  # mkstemp makes it private; an export is meant to be shared
+    try:
+        yield Path(name)
+    finally:
+        if os.path.exists(name):
+            os.unlink(name)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_torchscript(model: nn.Module, sample: torch.Tensor, file: Path) -> torch.Tensor:
+    """Trace, save, load back; the loaded module's logits on `sample`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=DeprecationWarning)
+        try:
+            traced = torch.jit.trace(model, sample)
+        except Exception as error:  # tracing fails in many ways on unusual models
+            raise ModelError(f"the model cannot be traced to TorchScript ({_first_line(error)})") from error
+        torch.jit.save(traced, str(file))
+        loaded = torch.jit.load(str(file), map_location="cpu")
+        with torch.inference_mode():
+            return loaded(sample)
+
+
+def _require(package: str) -> ModuleType:
+    try:
+        return importlib.import_module(package)
+    except ImportError as error:
+        raise N2NError(f"ONNX export needs the {package} package: pip install 'n2n[onnx]'") from error
+
+
+def _onnx_writer() -> Callable[[nn.Module, torch.Tensor, Path], torch.Tensor]:
+    # onnxscript is what torch's (dynamo) ONNX exporter translates with; the older
+    # TorchScript-based exporter cannot express adaptive pooling to sizes that do not
+    # divide the input, which rewritten students often have.
+    onnx, runtime = _require("onnx"), _require("onnxruntime")
+    _require("onnxscript")
+
+    def write(model: nn.Module, sample: torch.Tensor, file: Path) -> torch.Tensor:
+        _export_onnx(model, sample, file)
+        try:
+            onnx.checker.check_model(str(file))
+        except onnx.checker.ValidationError as error:
+            raise ModelError(f"the exported ONNX graph is invalid ({_first_line(error)})") from error
+        options = runtime.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        session = runtime.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})
+        return torch.from_numpy(logits)
+
+    return write
+
+
+def _export_onnx(model: nn.Module, sample: torch.Tensor, file: Path) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    with _quiet_onnx_exporter():
+        try:
+            torch.onnx.export(
+                model, (sample,), str(file), dynamo=True, verbose=False, external_data=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
+            )
+        except Exception as error:  # torch.export and the translator raise many types
+            raise ModelError(f"the model cannot be exported to ONNX ({_first_line(error)})") from error
+
+
+@contextmanager
+def _quiet_onnx_exporter() -> Iterator[None]:
+    """Silence the exporter's notes (absent torchvision ops, optimiser passes, internal deprecations)."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
