@@ -153,3 +153,18 @@ def write_imagenet32_batch(path: Path, images: np.ndarray, labels: np.ndarray, *
     else:
         content = {"data": data, "labels": [int(v) for v in one_based], "mean": np.zeros(3072)}
         path.write_bytes(pickle.dumps(content))
+
+
+def write_learnable_mnist(root: Path, n_train: int = 200, n_test: int = 40, seed: int = 0) -> None:
+    """MNIST IDX files whose class is where a bright block sits, so one short training learns them."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, count in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(count) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, (count, 28, 28), dtype=np.uint8)
+        for image, label in zip(images, labels):
+            row, col = divmod(int(label), 4)
+            image[2 + 8 * row: 8 + 8 * row, 1 + 7 * col: 6 + 7 * col] = 255
+        write_idx(root / f"{prefix}-images-idx3-ubyte", images, gz=True)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8), gz=True)

@@ -12,7 +12,7 @@ import yaml
 from torch import nn
 from torch.utils.data import IterableDataset, TensorDataset
 
-from fakedata import write_cifar10, write_idx
+from fakedata import write_cifar10, write_learnable_mnist
 from n2n import compress, evaluate_checkpoint, load_checkpoint
 from n2n.arch import count_params, rebuild
 from n2n.cli import main
@@ -190,21 +190,6 @@ def test_a_distill_config_object_is_accepted_as_an_option():
 
 
 # ---- the command line --------------------------------------------------------------------------
-def write_learnable_mnist(root: Path, n_train: int = 200, n_test: int = 40, seed: int = 0) -> None:
-    """MNIST IDX files whose class is where a bright block sits, so one short training learns them."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix, count in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(count) % 10
-        rng.shuffle(labels)
-        images = rng.integers(0, 60, (count, 28, 28), dtype=np.uint8)
-        for image, label in zip(images, labels):
-            row, col = divmod(int(label), 4)
-            image[2 + 8 * row: 8 + 8 * row, 1 + 7 * col: 6 + 7 * col] = 255
-        write_idx(root / f"{prefix}-images-idx3-ubyte", images, gz=True)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8), gz=True)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict[str, Path]:
     """Fake MNIST, a conv4 teacher trained on it, a config with tiny budgets, and one finished run."""

@@ -47,10 +47,17 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     os.close(handle)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes files private; a checkpoint is not
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, arch: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -85,7 +92,8 @@ def build_from_arch(arch: dict[str, Any], example_input: torch.Tensor) -> nn.Mod
     if rewrites:
         from .arch import rebuild
 
-        model = rebuild(model, example_input, rewrites)
+        with torch.enable_grad():  # the channel-pruning replay traces with autograd, even under no_grad
+            model = rebuild(model, example_input, rewrites)
     return model
 
 

@@ -48,12 +48,21 @@ def cmd_train_teacher(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .teacher import evaluate_checkpoint
+    from .compare import compare_checkpoints, format_table
 
-    for path in args.model:
-        row = evaluate_checkpoint(path, args.dataset, data_dir=args.data_dir, device=args.device, limit=args.limit)
-        print(f"{row['checkpoint']}: {row['dataset']} test accuracy {row['test_accuracy']:.2%}, "
-              f"{row['params']:,} parameters")
+    rows = compare_checkpoints(args.model, args.dataset, data_dir=args.data_dir, device=args.device, limit=args.limit,
+                               latency_repeats=0 if args.no_latency else args.latency_repeats,
+                               latency_threads=args.latency_threads or None)
+    print(format_table(rows))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_checkpoint
+
+    report = export_checkpoint(args.checkpoint, args.format, args.out, batch=args.batch, seed=args.seed,
+                               force=args.force)
+    print(f"wrote {report.out_path} ({report.fmt}); largest difference from PyTorch "
+          f"on {report.batch} random images: {report.max_abs_diff:.2e}")
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
@@ -61,7 +70,12 @@ def cmd_compress(args: argparse.Namespace) -> None:
     from .run import compress_checkpoint
 
     if args.resume:
-        raise N2NError("--resume is not available yet: start a new run with another --out")
+        from .run import resume_run
+
+        print_summary(resume_run(args.resume, progress=not args.quiet).summary, args.resume)
+        return
+    if not args.teacher or not args.out:
+        raise N2NError("compress needs --teacher and --out (or --resume RUN_FOLDER)")
     config = from_dict(SearchConfig, load_yaml(args.config), str(args.config)) if args.config else SearchConfig()
     overrides = {key: value for key, value in {
         "stages": args.stages,
@@ -117,15 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(train)
     train.set_defaults(func=cmd_train_teacher)
 
-    evaluate = sub.add_parser("evaluate", help="test accuracy and size of checkpoints")
-    evaluate.add_argument("--model", required=True, nargs="+", help="checkpoint file(s)")
-    evaluate.add_argument("--dataset", help="data set (default: the one the checkpoint was trained on)")
+    evaluate = sub.add_parser("evaluate", help="compare checkpoints: size, FLOPs, test accuracy, CPU latency")
+    evaluate.add_argument("--model", required=True, nargs="+", help="checkpoint file(s); the first is the reference")
+    evaluate.add_argument("--dataset", help="data set (default: the one each checkpoint was trained on)")
+    evaluate.add_argument("--latency-repeats", type=int, default=10, help="timed runs per batch size (default 10)")
+    evaluate.add_argument("--latency-threads", type=int, default=1,
+                          help="CPU threads for latency (default 1, stable on a busy machine; 0: torch's default)")
+    evaluate.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     add_data_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    export = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript and check it against PyTorch")
+    export.add_argument("checkpoint", help="checkpoint file (teacher or student)")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--out", help="file to write (default: next to the checkpoint, .onnx or .torchscript.pt)")
+    export.add_argument("--batch", type=int, default=8, help="random images the export is checked on (default 8)")
+    export.add_argument("--seed", type=int, default=0, help="seed of those images")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists")
+    export.set_defaults(func=cmd_export)
+
     comp = sub.add_parser("compress", help="search a small student for a teacher checkpoint (N2N)")
-    comp.add_argument("--teacher", required=True, help="teacher checkpoint (from `n2n train-teacher`)")
+    comp.add_argument("--teacher", help="teacher checkpoint (from `n2n train-teacher`)")
     comp.add_argument("--dataset", help="data set (default: the teacher's)")
-    comp.add_argument("--out", required=True, help="run folder to create")
+    comp.add_argument("--out", help="run folder to create")
     comp.add_argument("--stages", help="comma-separated: removal,shrinkage (default both)")
     comp.add_argument("--epochs-per-stage", type=int, help="policy epochs per stage")
     comp.add_argument("--rollouts", type=int, help="children sampled per policy epoch (default 5)")
@@ -138,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--seed", type=int)
     comp.add_argument("--config", help="YAML file of search options (flags override it)")
     comp.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    comp.add_argument("--resume", action="store_true", help="continue the run in --out")
+    comp.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run that was stopped or killed")
     add_data_options(comp)
     comp.set_defaults(func=cmd_compress)
     return parser

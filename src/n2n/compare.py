@@ -2,7 +2,9 @@
 
 Each data set is read once, however many checkpoints are evaluated on it.
 Latency is a quick indication for the command line (median of a few timed
-runs after a warm-up, on CPU), not a benchmark.
+runs after a warm-up, on CPU), not a benchmark. It runs on one thread by
+default: multi-threaded timings of small models swing by 100x on a busy
+machine, one-thread timings stay put and compare fairly across machines.
 """
 from __future__ import annotations
 
@@ -50,14 +52,19 @@ def compare_checkpoints(
     device: str | None = None,
     limit: int | None = None,
     latency_repeats: int = 10,
+    latency_threads: int | None = 1,
 ) -> list[dict[str, Any]]:
     """One row per checkpoint: params, FLOPs, bytes on disk, test accuracy, CPU ms per image at batch 1 and 64.
 
     `dataset` defaults to each checkpoint's own; accuracy runs on `device`,
-    latency always on CPU. `latency_repeats=0` skips latency (its values are None).
+    latency always on CPU with `latency_threads` threads (None: torch's current
+    setting). `latency_repeats=0` skips latency (its values are None).
     """
     if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, int) or latency_repeats < 0:
         raise ConfigError(f"latency_repeats must be a whole number >= 0, got {latency_repeats!r}")
+    if latency_threads is not None and (isinstance(latency_threads, bool) or not isinstance(latency_threads, int)
+                                        or latency_threads < 1):
+        raise ConfigError(f"latency_threads must be a whole number >= 1, got {latency_threads!r}")
     dev = resolve_device(device)
     datasets: dict[str, DataSplits] = {}
     rows = []
@@ -74,16 +81,27 @@ def compare_checkpoints(
         row["flops"] = count_flops(model, example)
         row["size_bytes"] = os.path.getsize(path)
         for batch in LATENCY_BATCHES:
-            row[f"latency_ms_b{batch}"] = cpu_latency_ms(model, example, batch, latency_repeats) if latency_repeats else None
+            timed = latency_repeats > 0
+            row[f"latency_ms_b{batch}"] = (
+                cpu_latency_ms(model, example, batch, latency_repeats, latency_threads) if timed else None
+            )
         rows.append(row)
     return rows
 
 
-def cpu_latency_ms(model: nn.Module, example_input: torch.Tensor, batch: int, repeats: int) -> float:
-    """Median wall time per image, in ms, of a forward pass of `batch` images on CPU."""
+def cpu_latency_ms(
+    model: nn.Module, example_input: torch.Tensor, batch: int, repeats: int, threads: int | None = 1
+) -> float:
+    """Median wall time per image, in ms, of a forward pass of `batch` images on CPU with `threads` threads."""
     images = example_input.cpu().expand(batch, *example_input.shape[1:]).contiguous()
-    with torch.inference_mode():
-        seconds = _median_seconds(lambda: model(images), repeats)
+    previous = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            seconds = _median_seconds(lambda: model(images), repeats)
+    finally:
+        torch.set_num_threads(previous)
     return 1000.0 * seconds / batch
 
 
@@ -109,12 +127,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     reference = rows[0]["params"]
     cells = [COLUMNS] + [_cells(row, reference) for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    # text columns flush left, numbers flush right
-    lines = [
-        "  ".join(cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
-        for line in cells
-    ]
+    lines = ["  ".join(_align(cell, width, i) for i, (cell, width) in enumerate(zip(line, widths))) for line in cells]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _align(cell: str, width: int, column: int) -> str:
+    return cell.ljust(width) if column < 2 else cell.rjust(width)  # names flush left, numbers flush right
 
 
 def _cells(row: dict[str, Any], reference_params: int) -> tuple[str, ...]:

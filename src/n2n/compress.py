@@ -17,6 +17,7 @@ from .distill.trainer import distill
 from .errors import ConfigError, N2NError
 from .runtime import resolve_device, seed_everything
 from .search.loop import Search, StageResult
+from .search.state import ResumePoint, SearchStore
 from .training import accuracy
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ def compress(
     on_record: Callable[[Any], None] | None = None,
     crop_padding: int = 0,
     hflip: bool = False,
+    store: SearchStore | None = None,
+    resume: ResumePoint | None = None,
     **options: Any,
 ) -> CompressionResult:
     """Search a small student for `teacher` (stage 1 removes layers, stage 2 shrinks them).
@@ -88,6 +91,7 @@ def compress(
     Data are normalised inputs as the teacher expects them. `options` override fields of
     SearchConfig by name (e.g. epochs_per_stage=10, max_params=50_000). `crop_padding` and
     `hflip` describe the data's augmentation, used where a DistillConfig sets `augment`.
+    A `store` receives snapshots to resume from; `resume` continues a killed run.
     """
     config = from_dict(SearchConfig, options, "options", base=config or SearchConfig()).validate()
     seed_everything(config.seed)
@@ -101,7 +105,8 @@ def compress(
     data = data.to(dev).attach_teacher(teacher)
 
     started = time.perf_counter()
-    search = Search(teacher, data, example_input, config, on_record=on_record, progress=progress)
+    search = Search(teacher, data, example_input, config, on_record=on_record, progress=progress,
+                    store=store, resume=resume)
     stages = search.run()
     final_stage = next((s for s in reversed(stages) if s.best_child is not None), None)
     if final_stage is None:

@@ -11,14 +11,17 @@ from typing import Any
 import torch
 
 from . import __version__
-from .checkpoint import check_fits, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .compress import CompressionResult, compress
-from .config import SearchConfig, dump_yaml, to_dict
-from .data import load_dataset
+from .config import SearchConfig, dump_yaml, from_dict, load_yaml, to_dict
+from .data import DataSplits, load_dataset
+from .errors import N2NError
 from .policies import save_policy
 from .report.run_folder import POLICY_FILES, RunFolder
+from .report.summary import read_metrics
 from .runtime import resolve_device
-from .search.loop import POLICY_KIND
+from .search.loop import POLICY_KIND, record_of
+from .search.state import ResumePoint, candidate_key
 from .teacher import dataset_meta, evaluation_tensors
 
 log = logging.getLogger(__name__)
@@ -49,18 +52,51 @@ def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: Searc
     check_fits(teacher.meta, data.info, teacher_path)
     folder = RunFolder.create(out, force=force)  # only after every input was checked: nothing half-made
     folder.write_text("config.yaml", dump_yaml({
-        "teacher": str(teacher_path), "dataset": name, "data_dir": str(data_dir) if data_dir else None,
-        "limit": limit, "device": str(resolve_device(device)), "search": to_dict(config),
-        "versions": provenance(),
+        "teacher": str(Path(teacher_path).resolve()), "dataset": name,
+        "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "limit": limit,
+        "device": str(resolve_device(device)), "search": to_dict(config), "versions": provenance(),
     }))
+    return execute(folder, teacher, data, config, device, progress, resume=None)
+
+
+def resume_run(out: str | Path, *, progress: bool = True) -> CompressionResult:
+    """Continue the run in folder `out` after it was killed: nothing already scored is trained again."""
+    folder = RunFolder(out)
+    if not (folder.root / "config.yaml").is_file():
+        raise N2NError(f"{folder.root} holds no run to resume (no config.yaml): start one without --resume")
+    if (folder.root / "summary.json").is_file():
+        raise N2NError(f"the run in {folder.root} has finished already (see its summary.json)")
+    settings = load_yaml(folder.root / "config.yaml")
+    config = from_dict(SearchConfig, settings["search"], f"{folder.root}/config.yaml").validate()
+    teacher = load_checkpoint(settings["teacher"])
+    data = load_dataset(settings["dataset"], settings["data_dir"], seed=config.seed, limit=settings["limit"])
+    return execute(folder, teacher, data, config, settings["device"], progress, resume=resume_point(folder))
+
+
+def resume_point(folder: RunFolder) -> ResumePoint:
+    """Read what the killed run left; metrics.jsonl is cut back to the last snapshot."""
+    records, dropped = read_metrics(folder.metrics_path) if folder.metrics_path.is_file() else ([], [])
+    if dropped:
+        log.warning("dropped damaged line(s) %s of %s", ", ".join(map(str, dropped)), folder.metrics_path)
+    snapshot = folder.load_snapshot()
+    keep = snapshot["records"] if snapshot else 0
+    replay = {candidate_key(r["stage"], r["epoch"], r["rollout"]): r
+              for r in records[keep:] if r.get("kind") == "candidate"}
+    log.info("resuming %s: %d records kept, %d scored candidates reused", folder.root, keep, len(replay))
+    folder.rewrite_metrics(records[:keep])
+    return ResumePoint(snapshot, [record_of(r) for r in records[:keep]], replay)
+
+
+def execute(folder: RunFolder, teacher: Checkpoint, data: DataSplits, config: SearchConfig, device: str | None,
+            progress: bool, resume: ResumePoint | None) -> CompressionResult:
     cpu = torch.device("cpu")
     result = compress(
         teacher.model, evaluation_tensors(data, "train", cpu), evaluation_tensors(data, "val", cpu),
         test_data=evaluation_tensors(data, "test", cpu), config=config, device=device, progress=progress,
         on_record=lambda record: folder.append_metrics(asdict(record)),
-        crop_padding=data.info.crop_padding, hflip=data.info.hflip,
+        crop_padding=data.info.crop_padding, hflip=data.info.hflip, store=folder, resume=resume,
     )
-    save_outputs(folder, result, teacher.arch, dataset_meta(data), name)
+    save_outputs(folder, result, teacher.arch, dataset_meta(data), data.info.name)
     return result
 
 

@@ -112,13 +112,8 @@ def evaluate_checkpoint(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Test accuracy and size of a checkpoint; `dataset` defaults to the one it was trained on."""
+    from .compare import evaluate_loaded  # compare imports this module
+
     ckpt = load_checkpoint(path)
-    name = dataset or ckpt.meta.get("dataset")
-    data = load_dataset(name, data_dir, limit=limit)
-    check_fits(ckpt.meta, data.info, path)
-    dev = resolve_device(device)
-    model = ckpt.model.to(dev)
-    return {
-        "checkpoint": str(path), "dataset": name, "params": count_parameters(model),
-        "test_accuracy": accuracy(model, *evaluation_tensors(data, "test", dev)),
-    }
+    data = load_dataset(dataset or ckpt.meta.get("dataset"), data_dir, limit=limit)
+    return evaluate_loaded(path, ckpt, data, resolve_device(device))

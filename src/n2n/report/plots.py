@@ -6,6 +6,7 @@ global pyplot state, so drawing is safe from any thread or a headless machine.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -14,7 +15,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ..errors import N2NError
 from .summary import PLOTS_DIR, RunData, final_student, is_valid, load_run, plot_slug
@@ -92,8 +93,9 @@ def plot_stage(run: RunData, stage: str, path: Path) -> Path:
     else:
         _no_data(compression_ax, "teacher size unknown:\nno summary.json and no teacher line\nin metrics.jsonl")
     if invalid:
-        for ax in (accuracy_ax, compression_ax):
-            ax.text(0.99, 0.02, f"{len(invalid)} invalid children left out", transform=ax.transAxes,
+        note = f"{len(invalid)} invalid {'child' if len(invalid) == 1 else 'children'} left out"
+        for ax in (accuracy_ax, compression_ax) if teacher_params else (accuracy_ax,):
+            ax.text(0.99, 0.02, note, transform=ax.transAxes,
                     ha="right", va="bottom", fontsize=8, color=_INVALID_COLOUR)
     for ax in (reward_ax, accuracy_ax, compression_ax):
         ax.set_xlabel("policy epoch")
@@ -122,6 +124,12 @@ def _reward_panel(ax: Axes, candidates: list[dict[str, Any]], valid: list[dict[s
     if invalid:
         ax.scatter([c["epoch"] for c in invalid], [c["reward"] for c in invalid], marker="x",
                    color=_INVALID_COLOUR, s=30, label="invalid child", zorder=3)
+        # Invalid children of one epoch share one spot; say how many lie there.
+        spots = Counter((c["epoch"], c["reward"]) for c in invalid)
+        for (epoch, value), count in spots.items():
+            if count > 1:
+                ax.annotate(f"{count}", (epoch, value), xytext=(5, 3), textcoords="offset points",
+                            fontsize=8, color=_INVALID_COLOUR)
 
 
 def _spread_panel(ax: Axes, spread: EpochSpread, label: str, colour: str, *,
@@ -175,7 +183,7 @@ def plot_accuracy_vs_params(run: RunData, path: Path) -> Path:
     if not everything:
         ax.text(0.5, 0.5, "no valid child was scored", transform=ax.transAxes, ha="center", color="grey")
     if ax.has_data():
-        ax.set_xscale("log")
+        _log_count_axis(ax)
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Children scored by the search (proxy distillation)")
@@ -184,6 +192,26 @@ def plot_accuracy_vs_params(run: RunData, path: Path) -> Path:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     return _save(figure, path)
+
+
+def _log_count_axis(ax: Axes) -> None:
+    """Log-scale parameter axis labelled in plain counts (70k, 1.2M), with more labels over a short range."""
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    short = high / low < 30  # under about 1.5 decades the decade ticks alone leave the axis nearly bare
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: short_count(value)))
+    if short:
+        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: short_count(value)))
+    else:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def short_count(value: float) -> str:
+    for divisor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= divisor:
+            return f"{value / divisor:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def _mark_teacher_and_student(ax: Axes, run: RunData) -> None:
@@ -216,7 +244,11 @@ class LayerComparison:
 
 
 def compare_layers(teacher_layers: Iterable[Any], student_layers: Iterable[Any]) -> list[LayerComparison]:
-    """Match layer entries (objects with name, kind, out_channels) by name; a teacher layer the student lacks was removed."""
+    """Match layer entries (objects with name, kind, out_channels) by name.
+
+    A teacher layer the student lacks was removed: rewrites keep module names, and a removed
+    layer is gone from (or an identity in) the student, so its view does not list it.
+    """
     student_width = {layer.name: layer.out_channels for layer in student_layers}
     return [LayerComparison(layer.name, layer.kind, layer.out_channels, student_width.get(layer.name))
             for layer in teacher_layers]

@@ -6,13 +6,16 @@ the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from ..checkpoint import atomic_save, current_umask
 from ..errors import N2NError
 from ..policies import load_policy
 
@@ -25,6 +28,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes files private; run files are not
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -42,11 +46,13 @@ class RunFolder:
         if folder.root.exists() and not folder.root.is_dir():
             raise N2NError(f"--out {folder.root} is a file, not a run folder")
         if folder.root.is_dir() and any(folder.root.iterdir()) and not force:
-            raise N2NError(f"{folder.root} already holds a run: pass --force to overwrite it, "
-                           "or choose another --out")
+            raise N2NError(f"{folder.root} already holds a run: continue it with --resume {folder.root}, "
+                           "overwrite it with --force, or choose another --out")
         folder.root.mkdir(parents=True, exist_ok=True)
         if force:
-            (folder.metrics_path).unlink(missing_ok=True)
+            folder.metrics_path.unlink(missing_ok=True)
+            shutil.rmtree(folder.root / "state", ignore_errors=True)
+            (folder.root / "summary.json").unlink(missing_ok=True)
         return folder
 
     @property
@@ -56,6 +62,39 @@ class RunFolder:
     @property
     def policies_dir(self) -> Path:
         return self.root / "policies"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.root / "state" / "search.pt"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.root / "state" / "best"
+
+    # ---- SearchStore: what a killed run needs to continue --------------------------------
+    def save_snapshot(self, snapshot: dict[str, Any]) -> None:
+        atomic_save(snapshot, self.snapshot_path)
+        for stale in self.best_dir.glob("*.pt"):  # the snapshot now holds the best children
+            stale.unlink()
+
+    def save_best(self, key: str, state_dict: dict[str, Any]) -> None:
+        atomic_save(state_dict, self.best_dir / f"{key}.pt")
+
+    def load_best(self, key: str) -> dict[str, Any] | None:
+        path = self.best_dir / f"{key}.pt"
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+    def load_snapshot(self) -> dict[str, Any] | None:
+        if not self.snapshot_path.is_file():
+            return None
+        try:
+            return torch.load(self.snapshot_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a damaged file: torch raises many types
+            raise N2NError(f"{self.snapshot_path} is damaged ({type(error).__name__}): "
+                           "the run cannot be resumed; start it again with --force") from None
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r, default=str) + "\n" for r in records))
 
     def write_json(self, name: str, payload: Any) -> Path:
         path = self.root / name

@@ -246,7 +246,7 @@ def rebuild_report(run_dir: str | Path) -> Path:
 
 
 def _title(run: RunData) -> str:
-    lines = [f"# Compression run `{run.name}`", ""]
+    lines = [f"# Compression run `{run.name}`"]
     teacher, dataset = run.setup.get("teacher"), run.setup.get("dataset") or (run.summary or {}).get("dataset")
     if teacher or dataset:
         lines.append(f"Teacher `{teacher or 'unknown'}` on data set `{dataset or 'unknown'}`.")
@@ -257,7 +257,7 @@ def _title(run: RunData) -> str:
     if run.dropped:
         numbers = ", ".join(str(n) for n in run.dropped)
         lines.append(f"metrics.jsonl line(s) {numbers} could not be read and were skipped.")
-    return "\n".join(lines).rstrip()
+    return "\n\n".join(lines)
 
 
 def _result_section(run: RunData) -> str:
@@ -288,9 +288,9 @@ def _stage_section(run: RunData) -> str:
     table = ["| stage | policy epochs | children trained | cached | invalid | best reward | best params "
              "| best val accuracy |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        reward = f"{row.best_reward:.4f}" if row.best_reward is not None else "–"
+        reward = "–" if _missing(row.best_reward) else f"{row.best_reward:.4f}"
         table.append(f"| {row.name} | {row.epochs} | {row.trained} | {row.cached} | {row.invalid} | {reward} | "
-                     f"{format_count(row.best_params)} | {format_percent(row.best_val_accuracy)} |")
+                     f"{format_count(row.best_params, '–')} | {format_percent(row.best_val_accuracy, '–')} |")
     note = ("Validation accuracies here come from the short proxy distillation that scores each child; "
             "\"cached\" children repeat an architecture already scored, \"invalid\" ones could not be built "
             "or run (reward -1).")
@@ -351,15 +351,17 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return float(numerator) / float(denominator)
 
 
-def format_count(value: float | None) -> str:
-    return "–" if value is None else f"{int(value):,}"
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def format_flops(value: float | None) -> str:
-    return "–" if value is None else f"{float(value) / 1e6:,.2f} M"
+def format_count(value: float | None, missing: str = "unknown") -> str:
+    return missing if _missing(value) else f"{int(value):,}"
 
 
-def format_percent(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "unknown"
-    return f"{100 * float(value):.2f} %"
+def format_flops(value: float | None, missing: str = "unknown") -> str:
+    return missing if _missing(value) else f"{float(value) / 1e6:,.2f} M"
+
+
+def format_percent(value: float | None, missing: str = "unknown") -> str:
+    return missing if _missing(value) else f"{100 * float(value):.2f} %"

@@ -7,6 +7,7 @@ parent of the next.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ from .records import CandidateRecord, EpochRecord, TeacherRecord
 from .reinforce import PolicyTrainer
 from .reward import INVALID_REWARD, Constraints, reward
 from .stages import Stage, make_stage, policy_lr
+from .state import ResumePoint, SearchStore, candidate_key, weights_of
 
 log = logging.getLogger(__name__)
 POLICY_KIND = {"removal": "removal", "shrinkage": "shrink"}
@@ -61,8 +63,12 @@ class StageResult:
 
 
 class Search:
+    """One search run. With a `store`, it snapshots itself at every policy epoch; with
+    `resume` it continues a killed run exactly where it stopped."""
+
     def __init__(self, teacher: nn.Module, data: DistillData, example_input: torch.Tensor, config: SearchConfig,
-                 *, on_record: Callable[[Any], None] | None = None, progress: bool = True) -> None:
+                 *, on_record: Callable[[Any], None] | None = None, progress: bool = True,
+                 store: SearchStore | None = None, resume: ResumePoint | None = None) -> None:
         self.teacher, self.data, self.example_input = teacher.eval(), data, example_input
         self.config = config.validate()
         self.constraints = Constraints(config.max_params, config.max_flops, config.min_accuracy)
@@ -73,25 +79,34 @@ class Search:
         self.proxy = replace(config.proxy, subset=None)
         self.on_record = on_record or (lambda record: None)
         self.progress = progress
-        self.history: list[Any] = []
+        resume = resume or ResumePoint(snapshot=None)
+        self.store, self.snapshot_state, self.replay = store, resume.snapshot, resume.replay
+        self.history: list[Any] = list(resume.history)
+        self.results: list[StageResult] = []
         self.teacher_stats = TeacherStats(
             params=count_params(teacher), flops=count_flops(teacher, example_input),
             val_accuracy=accuracy(teacher, data.val_images, data.val_labels),
         )
-        self.emit(TeacherRecord(**asdict(self.teacher_stats)))
         if self.teacher_stats.val_accuracy <= 0:
             raise N2NError("the teacher gets no validation image right, so no student can be scored against it: "
                            "check that the teacher and the data set belong together")
+        if not self.history:
+            self.emit(TeacherRecord(**asdict(self.teacher_stats)))
+        if self.snapshot_state is not None:
+            self.cache.load_state_dict(self.snapshot_state["cache"])
 
     def run(self) -> list[StageResult]:
-        results: list[StageResult] = []
-        parent, rewrites = self.teacher, []
         for index, name in enumerate(self.config.stages):
-            result = self.run_stage(index, make_stage(name, self.config), parent, rewrites)
-            results.append(result)
+            parent, rewrites = self.parent_of(index)
+            self.results.append(self.run_stage(index, make_stage(name, self.config), parent, rewrites))
+        return self.results
+
+    def parent_of(self, index: int) -> tuple[nn.Module, list[dict[str, Any]]]:
+        """The best child of the last stage that found one; the teacher before that."""
+        for result in reversed(self.results[:index]):
             if result.best_child is not None:
-                parent, rewrites = result.best_child, result.rewrites
-        return results
+                return result.best_child, result.rewrites
+        return self.teacher, []
 
     # ---- one stage -------------------------------------------------------------------------
     def run_stage(self, index: int, stage: Stage, parent: nn.Module, rewrites: list[dict]) -> StageResult:
@@ -102,9 +117,10 @@ class Search:
                                 baseline_decay=cfg.baseline_decay, entropy_coef=cfg.entropy_coef)
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + index)
         result = StageResult(stage.name, cfg.epochs_per_stage, 0, policy)
-        bar = tqdm(total=cfg.epochs_per_stage * cfg.rollouts, desc=f"stage {index + 1} {stage.name}",
-                   unit="child", disable=not self.progress)
-        for epoch in range(cfg.epochs_per_stage):
+        first_epoch = self.restore_stage(index, parent, rewrites, trainer, generator, result)
+        bar = tqdm(total=cfg.epochs_per_stage * cfg.rollouts, initial=first_epoch * cfg.rollouts,
+                   desc=f"stage {index + 1} {stage.name}", unit="child", disable=not self.progress)
+        for epoch in range(first_epoch, cfg.epochs_per_stage):
             started = time.perf_counter()
             outputs = [stage.sample(policy, view, generator) for _ in range(cfg.rollouts)]
             records = []
@@ -114,6 +130,7 @@ class Search:
                 bar.update(1)
             metrics = trainer.update(outputs, [r.reward for r in records])
             self.emit(self.epoch_record(stage.name, epoch, records, metrics, result, time.perf_counter() - started))
+            self.snapshot(index, epoch + 1, trainer, generator, result)
             bar.set_postfix(best=f"{result.best.reward:.3f}" if result.best else "-", trained=result.candidates)
         bar.close()
         return result
@@ -123,7 +140,6 @@ class Search:
         source = self.config.policy_from
         if not source:
             return stage.make_policy(value_head)
-
         policy = policy_for_stage(source, POLICY_KIND[stage.name])
         if policy is None:
             log.info("no %s policy in %s: starting that stage from scratch", stage.name, source)
@@ -134,33 +150,104 @@ class Search:
         log.info("starting %s from the policy in %s (transfer)", stage.name, source)
         return policy
 
+    # ---- snapshots and resume --------------------------------------------------------------
+    def snapshot(self, index: int, next_epoch: int, trainer: PolicyTrainer, generator: torch.Generator,
+                 result: StageResult) -> None:
+        if self.store is None:
+            return
+        stages = [self.stage_state(r, self.config.epochs_per_stage, None, None) for r in self.results]
+        stages.append(self.stage_state(result, next_epoch, trainer, generator))
+        self.store.save_snapshot({"stages": stages, "cache": self.cache.state_dict(), "records": len(self.history)})
+
+    @staticmethod
+    def stage_state(result: StageResult, next_epoch: int, trainer: PolicyTrainer | None,
+                    generator: torch.Generator | None) -> dict[str, Any]:
+        return {
+            "name": result.name, "next_epoch": next_epoch, "candidates": result.candidates,
+            "policy": result.policy.state_dict(), "trainer": trainer.state_dict() if trainer else None,
+            "generator": generator.get_state() if generator is not None else None,
+            "best": asdict(result.best) if result.best else None, "rewrites": result.rewrites,
+            "best_child": weights_of(result.best_child),
+        }
+
+    def restore_stage(self, index: int, parent: nn.Module, rewrites: list[dict], trainer: PolicyTrainer,
+                      generator: torch.Generator, result: StageResult) -> int:
+        """Load this stage's state from the resume snapshot; returns the first epoch still to run."""
+        stages = self.snapshot_state["stages"] if self.snapshot_state else []
+        if index >= len(stages):
+            return 0
+        state = stages[index]
+        result.policy.load_state_dict(state["policy"])
+        if state["trainer"] is not None:
+            trainer.load_state_dict(state["trainer"])
+            generator.set_state(state["generator"])
+        result.candidates, result.rewrites = state["candidates"], state["rewrites"]
+        if state["best"] is not None:
+            result.best = record_of(state["best"])
+            result.best_child = self.rebuilt_child(state["rewrites"], state["best_child"])
+        return state["next_epoch"]
+
+    def rebuilt_child(self, rewrites: list[dict], weights: dict[str, torch.Tensor]) -> nn.Module:
+        from ..arch import rebuild
+
+        child = rebuild(copy.deepcopy(self.teacher), self.example_input, rewrites)
+        child.load_state_dict(weights)
+        return child.to(self.example_input.device)
+
     # ---- one candidate ---------------------------------------------------------------------
     def score(self, stage: Stage, stage_index: int, parent: nn.Module, view: NetworkView, actions: torch.Tensor,
               epoch: int, rollout: int, result: StageResult, rewrites: list[dict]) -> CandidateRecord:
+        seed = self.candidate_seed(stage_index, epoch, rollout)
+        torch.manual_seed(seed)  # init="scratch" draws from the global generator: same child after a resume
         record = CandidateRecord(stage.name, epoch, rollout, actions.tolist(), INVALID_REWARD)
         rewrite, step = stage.apply(parent, view, actions, self.example_input)
         if rewrite.child is None:
             return self.emit(self.rejected(record, rewrite.reason or "rejected"))
         # keyed by stage too: with inherited weights the same shapes in another stage are another child
         key = f"{stage.name}:{arch_signature(rewrite.child, self.example_input)}"
-        cached = self.cache.get(key)
-        if cached is None:
-            try:
-                outcome = distill(rewrite.child, self.proxy_data, self.proxy,
-                                  seed=self.candidate_seed(stage_index, epoch, rollout))
-            except NonFiniteLossError as error:
-                return self.emit(self.rejected(record, f"distillation diverged ({error})"))
-            cached = Score(outcome.val_accuracy, rewrite.params, rewrite.flops, outcome.seconds)
-            self.cache.put(key, cached)
+        score = self.cache.get(key)
+        record.cached = score is not None
+        if score is None:
+            replayed = self.replay.get(candidate_key(stage.name, epoch, rollout))
+            score, reason = self.replayed_score(replayed) if replayed else self.train(rewrite, seed)
+            if score is None:
+                return self.emit(self.rejected(record, reason))
+            self.cache.put(key, score)
             result.candidates += 1
-            record.seconds = outcome.seconds
-        else:
-            record.cached = True
-        record.params, record.flops, record.val_accuracy = cached.params, cached.flops, cached.val_accuracy
-        record.reward = self.reward_of(cached, epoch)
+            record.seconds = score.seconds
+        record.params, record.flops, record.val_accuracy = score.params, score.flops, score.val_accuracy
+        record.reward = self.reward_of(score, epoch)
         if not record.cached and self.is_better(record, result):
-            result.best, result.best_child, result.rewrites = record, rewrite.child, rewrites + [step]
+            self.keep_best(record, rewrite, result, rewrites + [step], seed)
         return self.emit(record)
+
+    def train(self, rewrite: Any, seed: int) -> tuple[Score | None, str]:
+        try:
+            outcome = distill(rewrite.child, self.proxy_data, self.proxy, seed=seed)
+        except NonFiniteLossError as error:
+            return None, f"distillation diverged ({error})"
+        return Score(outcome.val_accuracy, rewrite.params, rewrite.flops, outcome.seconds), ""
+
+    @staticmethod
+    def replayed_score(replayed: dict[str, Any]) -> tuple[Score | None, str]:
+        """The score a killed run wrote for this candidate: it is not trained again."""
+        if not replayed["valid"]:
+            return None, replayed["reason"]
+        return Score(replayed["val_accuracy"], replayed["params"], replayed["flops"], replayed["seconds"]), ""
+
+    def keep_best(self, record: CandidateRecord, rewrite: Any, result: StageResult, rewrites: list[dict],
+                  seed: int) -> None:
+        ckey = candidate_key(record.stage, record.epoch, record.rollout)
+        if ckey in self.replay:
+            weights = self.store.load_best(ckey) if self.store else None
+            if weights is None:  # killed between scoring and storing it: its training is deterministic
+                log.warning("retraining %s to recover its weights", ckey)
+                self.train(rewrite, seed)
+            else:
+                rewrite.child.load_state_dict(weights)
+        elif self.store is not None:
+            self.store.save_best(ckey, weights_of(rewrite.child))  # before its record: see state.py
+        result.best, result.best_child, result.rewrites = record, rewrite.child, rewrites
 
     def reward_of(self, score: Score, epoch: int) -> float:
         teacher = self.teacher_stats
@@ -207,5 +294,10 @@ class Search:
         return record
 
 
-def record_dict(record: Any) -> dict[str, Any]:
-    return asdict(record)
+RECORD_KINDS = {"candidate": CandidateRecord, "epoch": EpochRecord, "teacher": TeacherRecord}
+
+
+def record_of(values: dict[str, Any]) -> Any:
+    """A record back from its metrics.jsonl line."""
+    kind = values.get("kind", "candidate")
+    return RECORD_KINDS[kind](**{k: v for k, v in values.items() if k != "kind"})
