@@ -98,6 +98,12 @@ def print_summary(summary: dict, out: str) -> None:
     print(f"compression {summary['compression']:.1f}x; run folder {out}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report.summary import rebuild_report
+
+    print(f"wrote {rebuild_report(args.run)} and its plots")
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder holding the data set files (searched first)")
     parser.add_argument("--limit", type=int, help="use only the first N training and test images (quick runs)")
@@ -169,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run that was stopped or killed")
     add_data_options(comp)
     comp.set_defaults(func=cmd_compress)
+
+    report = sub.add_parser("report", help="rebuild the plots and report.md of a run from its metrics.jsonl")
+    report.add_argument("run", help="run folder")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

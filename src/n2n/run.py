@@ -18,7 +18,7 @@ from .data import DataSplits, load_dataset
 from .errors import N2NError
 from .policies import save_policy
 from .report.run_folder import POLICY_FILES, RunFolder
-from .report.summary import read_metrics
+from .report.summary import read_metrics, rebuild_report
 from .runtime import resolve_device
 from .search.loop import POLICY_KIND, record_of
 from .search.state import ResumePoint, candidate_key
@@ -111,3 +111,4 @@ def save_outputs(folder: RunFolder, result: CompressionResult, teacher_arch: dic
     meta = data_meta | {key: student[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
     save_checkpoint(folder.root / "student.pt", result.student, arch=arch, meta=meta)
     folder.write_json("summary.json", {**result.summary, "dataset": dataset})
+    rebuild_report(folder.root)
