@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -21,3 +22,12 @@ def fashion_mnist_root() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return FASHION_MNIST_DIR
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks gain nothing from a second intra-op thread, and lose much when cores are shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

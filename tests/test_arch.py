@@ -45,13 +45,7 @@ ZOO_SPECS = {
 CUSTOM_BUILDERS = {"plain_chain": plain_chain, "small_residual": SmallResidualNet}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny convolutions are far slower with several threads on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def zoo(name: str, seed: int = 0, **overrides) -> nn.Module:

@@ -37,12 +37,7 @@ SUMMARY_KEYS = {"teacher", "student", "compression", "stages", "config", "search
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_teacher() -> nn.Module:

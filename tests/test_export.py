@@ -27,13 +27,7 @@ META = {"dataset": "mnist", "in_channels": 1, "num_classes": 10, "image_size": 2
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convolutions are far slower with several threads on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise_batchnorm(model: torch.nn.Module, seed: int) -> None:

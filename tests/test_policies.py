@@ -12,13 +12,7 @@ from n2n.search.reinforce import PolicyTrainer
 STATE_DIM = 7
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These networks are tiny: extra intra-op threads only add contention.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_policy(kind: str, **kwargs):

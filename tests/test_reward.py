@@ -18,13 +18,7 @@ from n2n.search.reward import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The policies here are tiny: extra intra-op threads only add contention.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- reward formulas ---------------------------------------------------------------

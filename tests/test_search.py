@@ -33,12 +33,7 @@ FAST = {
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv4_teacher(seed: int = 0) -> nn.Module:

@@ -8,8 +8,6 @@ so the architecture is stored as the zoo model it came from plus the rewrites
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .files import atomic_save
 
 FORMAT = "n2n-checkpoint/1"
 log = logging.getLogger(__name__)
@@ -37,27 +36,6 @@ class Checkpoint:
 def example_input_for(meta: dict[str, Any]) -> torch.Tensor:
     """A one-image zero batch of the shape the model was trained on."""
     return torch.zeros(1, int(meta["in_channels"]), int(meta["image_size"]), int(meta["image_size"]))
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes files private; a checkpoint is not
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, arch: dict[str, Any], meta: dict[str, Any]) -> None:

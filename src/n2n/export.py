@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint
 from .errors import ConfigError, ModelError, N2NError
+from .files import temporary_sibling
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def export_checkpoint(
     sample = sample_batch(ckpt.meta, batch, seed)
     with torch.inference_mode():
         expected = ckpt.model(sample)
-    with _temporary_file(target) as tmp:
+    with temporary_sibling(target) as tmp:
         exported = writer(ckpt.model, sample, tmp)
         os.replace(tmp, target)
     diff = (exported - expected).abs().max().item()
@@ -94,26 +94,6 @@ def _refuse_overwrite(target: Path, checkpoint: Path, force: bool) -> None:
         raise ConfigError(f"the export destination {target} is the checkpoint itself: choose another --out")
     if target.exists() and not force:
         raise N2NError(f"{target} already exists: choose another --out or pass --force to replace it")
-
-
-@contextmanager
-def _temporary_file(target: Path) -> Iterator[Path]:
-    """A fresh file in the destination's folder (so the final rename is atomic), removed unless renamed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    os.chmod(name, 0o666 & ~_current_umask())  # mkstemp makes it private; an export is meant to be shared
-    try:
-        yield Path(name)
-    finally:
-        if os.path.exists(name):
-            os.unlink(name)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_torchscript(model: nn.Module, sample: torch.Tensor, file: Path) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import check_fits, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataSplits, TensorLoader, load_dataset, normalise
 from .models import create_model
 from .runtime import resolve_device, seed_everything

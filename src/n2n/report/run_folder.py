@@ -8,31 +8,17 @@ from __future__ import annotations
 import json
 import shutil
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_save, current_umask
+from ..files import atomic_save, atomic_write_text
 from ..errors import N2NError
 from ..policies import load_policy
 
 POLICY_FILES = {"removal": "removal.pt", "shrink": "shrink.pt"}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes files private; run files are not
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class RunFolder:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import N2NError
-from .run_folder import atomic_write_text
+from ..files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
