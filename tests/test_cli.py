@@ -10,6 +10,7 @@ import torch
 
 from fakedata import write_cifar10, write_mnist
 from n2n.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from clihelpers import run_error
 from n2n.cli import main
 from n2n.models import create_model
 
@@ -37,16 +38,6 @@ def tiny_teacher(tmp_path, fake_mnist) -> Path:
                  "--epochs", "1", "--batch-size", "16", "--out", str(out)])
     assert code == 0
     return out
-
-
-def run_error(argv: list[str], capsys) -> str:
-    """Run the CLI expecting a user error; return its single stderr line."""
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert err.startswith("n2n: error: ")
-    assert "Traceback" not in err and len(err.splitlines()) == 1
-    return err
 
 
 def test_train_teacher_writes_a_weights_only_checkpoint(tiny_teacher, fake_mnist, capsys):

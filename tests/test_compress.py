@@ -15,6 +15,7 @@ from torch.utils.data import IterableDataset, TensorDataset
 from fakedata import write_cifar10, write_learnable_mnist
 from n2n import compress, evaluate_checkpoint, load_checkpoint
 from n2n.arch import count_params, rebuild
+from clihelpers import run_error
 from n2n.cli import main
 from n2n.config import SearchConfig, to_dict
 from n2n.distill.trainer import DistillConfig
@@ -204,15 +205,6 @@ def compress_args(paths: dict[str, Path], out: Path, *extra: str) -> list[str]:
             "--config", str(paths["config"]), "--out", str(out), *extra]
 
 
-def run_error(argv: list[str], capsys) -> str:
-    capsys.readouterr()
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert err.startswith("n2n: error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
-    return err
-
-
 def metric_lines(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -227,6 +219,10 @@ def test_cli_compress_writes_a_complete_run_folder(workspace):
     assert [set(stage) for stage in summary["stages"]] == [STAGE_KEYS, STAGE_KEYS]
     assert summary["config"]["proxy"]["subset"] == 64 and summary["config"]["epochs_per_stage"] == 2
 
+    for number, stage in enumerate(summary["stages"], start=1):  # the best child of each stage
+        best = load_checkpoint(run / f"stage{number}-{stage['name']}.pt")
+        assert count_params(best.model) == stage["best_params"]
+        assert best.meta["val_accuracy"] == stage["best_val_accuracy"]
     assert isinstance(load_policy(run / "policies" / "removal.pt", kind="removal"), RemovalPolicy)
     assert isinstance(load_policy(run / "policies" / "shrink.pt", kind="shrink"), ShrinkPolicy)
 

@@ -19,7 +19,7 @@ from n2n.compare import compare_checkpoints, cpu_latency_ms, format_table
 from n2n.errors import CheckpointError, ConfigError, N2NError
 from n2n.export import ExportReport, default_export_path, export_checkpoint, sample_batch
 from n2n.models import create_model
-from n2n.teacher import count_parameters
+from n2n.models import count_parameters
 
 ZOO_KWARGS = {"in_channels": 1, "num_classes": 10, "width_mult": 0.25}
 META = {"dataset": "mnist", "in_channels": 1, "num_classes": 10, "image_size": 28,

@@ -24,7 +24,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 def cmd_models(args: argparse.Namespace) -> None:
     from .models import create_model, list_models
-    from .teacher import count_parameters
+    from .models import count_parameters
 
     print(f"{'name':<10} {'params (3x32x32, 10 classes)':>30}")
     for name in list_models():
@@ -182,9 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ProgressFriendlyHandler(logging.StreamHandler):
+    """Log lines printed above the progress bars instead of through them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never take the run down
+            self.handleError(record)
+
+
 def configure_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = ProgressFriendlyHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,8 @@ from .checkpoint import Checkpoint, check_fits, example_input_for, load_checkpoi
 from .data import DataSplits, load_dataset
 from .errors import ConfigError
 from .runtime import resolve_device
-from .teacher import count_parameters, evaluation_tensors
+from .models import count_parameters
+from .teacher import evaluation_tensors
 from .training import accuracy
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """`n2n.compress`: the whole N2N pipeline from a teacher module and data to a small student."""
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ def compress(
     final_stage = next((s for s in reversed(stages) if s.best_child is not None), None)
     if final_stage is None:
         raise N2NError(no_student_message(config))
-    student = final_stage.best_child
+    student = copy.deepcopy(final_stage.best_child)  # the stage keeps its child as the search scored it
     log.info("final distillation of the best child (%d parameters)", count_params(student))
     distill(student, data, config.final, seed=config.seed, teacher=teacher,
             progress="final distillation" if progress else None)

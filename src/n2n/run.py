@@ -106,9 +106,17 @@ def save_outputs(folder: RunFolder, result: CompressionResult, teacher_arch: dic
         kind = POLICY_KIND[stage.name]
         folder.policies_dir.mkdir(exist_ok=True)
         save_policy(folder.policies_dir / POLICY_FILES[kind], stage.policy)
-    arch = {**teacher_arch, "rewrites": list(teacher_arch.get("rewrites", [])) + result.rewrites}
+    base_rewrites = list(teacher_arch.get("rewrites", []))
+    for number, stage in enumerate(result.stages, start=1):
+        if stage.best_child is not None:  # the best child of each stage, as the search scored it
+            best = stage.best
+            save_checkpoint(folder.root / f"stage{number}-{stage.name}.pt", stage.best_child,
+                            arch={**teacher_arch, "rewrites": base_rewrites + stage.rewrites},
+                            meta=data_meta | {"params": best.params, "flops": best.flops,
+                                              "val_accuracy": best.val_accuracy, "test_accuracy": None})
     student = result.summary["student"]
     meta = data_meta | {key: student[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
-    save_checkpoint(folder.root / "student.pt", result.student, arch=arch, meta=meta)
+    save_checkpoint(folder.root / "student.pt", result.student,
+                    arch={**teacher_arch, "rewrites": base_rewrites + result.rewrites}, meta=meta)
     folder.write_json("summary.json", {**result.summary, "dataset": dataset})
     rebuild_report(folder.root)

@@ -12,7 +12,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataSplits, TensorLoader, load_dataset, normalise
-from .models import create_model
+from .models import count_parameters, create_model, get_model_builder
 from .runtime import resolve_device, seed_everything
 from .training import SGDRecipe, accuracy, cross_entropy_loss, make_sgd, train_epochs
 
@@ -44,10 +44,6 @@ def recipe_for(dataset: str, **overrides: Any) -> SGDRecipe:
     return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def evaluation_tensors(data: DataSplits, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised images and labels of one split, on `device`, ready for `accuracy`."""
     part = getattr(data, split)
@@ -72,6 +68,7 @@ def train_teacher(
     """Train zoo model `model` on `dataset` with its default recipe; save it to `out` if given."""
     seed_everything(seed)
     dev = resolve_device(device)
+    get_model_builder(model)  # an unknown name fails before any data is read
     data = load_dataset(dataset, data_dir, seed=seed, limit=limit)
     info = data.info
     kwargs = {"in_channels": info.in_channels, "num_classes": info.num_classes, **(model_kwargs or {})}

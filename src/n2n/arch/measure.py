@@ -9,11 +9,12 @@ from torch import Tensor, nn
 
 from n2n.arch.graph import CONV_TYPES, inference_mode, trace
 from n2n.arch.resize import layer_macs
+from n2n.models.stats import count_parameters
 
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (each shared tensor once), trainable or not; buffers excluded."""
-    return sum(parameter.numel() for parameter in model.parameters())
+    return count_parameters(model)
 
 
 def count_flops(model: nn.Module, example_input: Tensor) -> int:

@@ -87,7 +87,7 @@ def _download_from_any(bases: tuple[str, ...], remote: RemoteFile, target: Path)
             download_file(url, target, md5=remote.md5, sha256=remote.sha256)
             return
         except _NetworkError as error:
-            logger.warning("Download of %s failed: %s", url, error)
+            logger.info("download of %s failed (%s); trying the next address if any", url, error)
             failures.append(f"{url} ({error})")
     raise DataError(f"Could not download {remote.name}: tried {'; '.join(failures)}.")
 

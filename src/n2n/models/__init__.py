@@ -4,7 +4,7 @@ Importing this package registers every zoo model with the registry.
 """
 
 from n2n.models.conv4 import Conv4, conv4
-from n2n.models.registry import create_model, list_models, model_from_spec, model_spec, register_model
+from n2n.models.registry import create_model, get_model_builder, list_models, model_from_spec, model_spec, register_model
 from n2n.models.resnet import BasicBlock, ResNet, resnet18, resnet34
 from n2n.models.stats import count_parameters
 from n2n.models.vgg import VGG, vgg11, vgg13, vgg16, vgg19
@@ -17,6 +17,7 @@ __all__ = [
     "conv4",
     "count_parameters",
     "create_model",
+    "get_model_builder",
     "list_models",
     "model_from_spec",
     "model_spec",

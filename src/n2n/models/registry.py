@@ -52,11 +52,16 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     return decorator
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the zoo model ``name`` with the given keyword arguments."""
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; ModelError listing the known names otherwise."""
     if name not in _REGISTRY:
         raise ModelError(_unknown_name_message(name))
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the zoo model ``name`` with the given keyword arguments."""
+    return get_model_builder(name)(**kwargs)
 
 
 def list_models() -> list[str]:

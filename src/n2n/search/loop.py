@@ -129,8 +129,12 @@ class Search:
                 records.append(record)
                 bar.update(1)
             metrics = trainer.update(outputs, [r.reward for r in records])
-            self.emit(self.epoch_record(stage.name, epoch, records, metrics, result, time.perf_counter() - started))
+            summary = self.emit(self.epoch_record(stage.name, epoch, records, metrics, result,
+                                                  time.perf_counter() - started))
             self.snapshot(index, epoch + 1, trainer, generator, result)
+            log.info("%s epoch %d/%d: mean reward %.3f, best %.3f (%s params, val accuracy %.2f%%)", stage.name,
+                     epoch + 1, cfg.epochs_per_stage, summary.reward_mean, summary.best_reward,
+                     f"{summary.best_params:,}", 100 * summary.best_val_accuracy)
             bar.set_postfix(best=f"{result.best.reward:.3f}" if result.best else "-", trained=result.candidates)
         bar.close()
         return result
