@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,25 @@ def test_bad_search_options_exit_2_before_anything_is_written(workspace, tmp_pat
         err = run_error(argv, capsys)
         assert all(word in err for word in words)
     assert not out.exists()
+
+
+def test_tensorboard_scalars_are_written_per_stage(workspace, tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = tmp_path / "run"
+    assert main(compress_args(workspace, run, "--tensorboard")) == 0
+    events = event_accumulator.EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"removal/reward/mean", "shrinkage/reward/mean", "shrinkage/policy/entropy",
+            "removal/candidate/val_accuracy"} <= tags
+    epochs = [line for line in metric_lines(run) if line["kind"] == "epoch" and line["stage"] == "removal"]
+    logged = events.Scalars("removal/reward/mean")
+    assert [e.step for e in logged] == [line["epoch"] for line in epochs]
+    assert [e.value for e in logged] == pytest.approx([line["reward_mean"] for line in epochs])
+
+
+def test_tensorboard_without_the_package_is_one_clear_line(workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    err = run_error(compress_args(workspace, tmp_path / "run", "--tensorboard"), capsys)
+    assert "pip install 'n2n[tensorboard]'" in err
+    assert not (tmp_path / "run").exists()  # refused before anything was made

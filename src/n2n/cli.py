@@ -72,7 +72,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if args.resume:
         from .run import resume_run
 
-        print_summary(resume_run(args.resume, progress=not args.quiet).summary, args.resume)
+        print_summary(resume_run(args.resume, progress=not args.quiet, tensorboard=args.tensorboard).summary,
+                      args.resume)
         return
     if not args.teacher or not args.out:
         raise N2NError("compress needs --teacher and --out (or --resume RUN_FOLDER)")
@@ -85,7 +86,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     }.items() if value is not None}
     config = from_dict(SearchConfig, overrides, "options", base=config)
     result = compress_checkpoint(args.teacher, args.out, config, dataset=args.dataset, data_dir=args.data_dir,
-                                 device=args.device, limit=args.limit, force=args.force, progress=not args.quiet)
+                                 device=args.device, limit=args.limit, force=args.force, progress=not args.quiet,
+                                 tensorboard=args.tensorboard)
     print_summary(result.summary, args.out)
 
 
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--config", help="YAML file of search options (flags override it)")
     comp.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     comp.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run that was stopped or killed")
+    comp.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
     add_data_options(comp)
     comp.set_defaults(func=cmd_compress)
 

@@ -19,6 +19,7 @@ from .errors import N2NError
 from .policies import save_policy
 from .report.run_folder import POLICY_FILES, RunFolder
 from .report.summary import read_metrics, rebuild_report
+from .report.tensorboard import TensorBoardLogger, summary_writer_class
 from .runtime import resolve_device
 from .search.loop import POLICY_KIND, record_of
 from .search.state import ResumePoint, candidate_key
@@ -43,23 +44,26 @@ def provenance() -> dict[str, Any]:
 
 def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: SearchConfig, *,
                         dataset: str | None = None, data_dir: str | Path | None = None, device: str | None = None,
-                        limit: int | None = None, force: bool = False, progress: bool = True) -> CompressionResult:
+                        limit: int | None = None, force: bool = False, progress: bool = True,
+                        tensorboard: bool = False) -> CompressionResult:
     """Compress the teacher in `teacher_path` on `dataset`, writing everything into run folder `out`."""
     config.validate()
     teacher = load_checkpoint(teacher_path)
     name = dataset or teacher.meta.get("dataset")
     data = load_dataset(name, data_dir, seed=config.seed, limit=limit)
     check_fits(teacher.meta, data.info, teacher_path)
+    if tensorboard:
+        summary_writer_class()
     folder = RunFolder.create(out, force=force)  # only after every input was checked: nothing half-made
     folder.write_text("config.yaml", dump_yaml({
         "teacher": str(Path(teacher_path).resolve()), "dataset": name,
         "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "limit": limit,
         "device": str(resolve_device(device)), "search": to_dict(config), "versions": provenance(),
     }))
-    return execute(folder, teacher, data, config, device, progress, resume=None)
+    return execute(folder, teacher, data, config, device, progress, resume=None, tensorboard=tensorboard)
 
 
-def resume_run(out: str | Path, *, progress: bool = True) -> CompressionResult:
+def resume_run(out: str | Path, *, progress: bool = True, tensorboard: bool = False) -> CompressionResult:
     """Continue the run in folder `out` after it was killed: nothing already scored is trained again."""
     folder = RunFolder(out)
     if not (folder.root / "config.yaml").is_file():
@@ -70,7 +74,8 @@ def resume_run(out: str | Path, *, progress: bool = True) -> CompressionResult:
     config = from_dict(SearchConfig, settings["search"], f"{folder.root}/config.yaml").validate()
     teacher = load_checkpoint(settings["teacher"])
     data = load_dataset(settings["dataset"], settings["data_dir"], seed=config.seed, limit=settings["limit"])
-    return execute(folder, teacher, data, config, settings["device"], progress, resume=resume_point(folder))
+    return execute(folder, teacher, data, config, settings["device"], progress, resume=resume_point(folder),
+                   tensorboard=tensorboard)
 
 
 def resume_point(folder: RunFolder) -> ResumePoint:
@@ -88,14 +93,26 @@ def resume_point(folder: RunFolder) -> ResumePoint:
 
 
 def execute(folder: RunFolder, teacher: Checkpoint, data: DataSplits, config: SearchConfig, device: str | None,
-            progress: bool, resume: ResumePoint | None) -> CompressionResult:
+            progress: bool, resume: ResumePoint | None, tensorboard: bool = False) -> CompressionResult:
     cpu = torch.device("cpu")
-    result = compress(
-        teacher.model, evaluation_tensors(data, "train", cpu), evaluation_tensors(data, "val", cpu),
-        test_data=evaluation_tensors(data, "test", cpu), config=config, device=device, progress=progress,
-        on_record=lambda record: folder.append_metrics(asdict(record)),
-        crop_padding=data.info.crop_padding, hflip=data.info.hflip, store=folder, resume=resume,
-    )
+    board = TensorBoardLogger(folder.root / "tensorboard") if tensorboard else None
+
+    def on_record(record: Any) -> None:
+        line = asdict(record)
+        folder.append_metrics(line)
+        if board is not None:
+            board(line)
+
+    try:
+        result = compress(
+            teacher.model, evaluation_tensors(data, "train", cpu), evaluation_tensors(data, "val", cpu),
+            test_data=evaluation_tensors(data, "test", cpu), config=config, device=device, progress=progress,
+            on_record=on_record, crop_padding=data.info.crop_padding, hflip=data.info.hflip, store=folder,
+            resume=resume,
+        )
+    finally:
+        if board is not None:
+            board.close()
     save_outputs(folder, result, teacher.arch, dataset_meta(data), data.info.name)
     return result
 
