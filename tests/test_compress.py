@@ -18,7 +18,7 @@ from n2n import compress, evaluate_checkpoint, load_checkpoint
 from n2n.arch import count_params, rebuild
 from clihelpers import run_error
 from n2n.cli import main
-from n2n.config import SearchConfig, to_dict
+from n2n.config import SearchConfig, from_dict, to_dict
 from n2n.distill.trainer import DistillConfig
 from n2n.errors import ConfigError, N2NError
 from n2n.models import create_model
@@ -73,9 +73,7 @@ def check_summary(summary: dict, teacher: nn.Module, student: nn.Module, test: P
     for stage in summary["stages"]:
         assert set(stage) == STAGE_KEYS and stage["epochs"] == 2
         assert 1 <= stage["candidates"] <= 4 and -1 <= stage["best_reward"] <= 1
-    assert summary["config"] == to_dict(SearchConfig(
-        epochs_per_stage=2, rollouts=2, proxy=DistillConfig(epochs=1, subset=64, batch_size=32),
-        final=DistillConfig(epochs=1, subset=None)))
+    assert summary["config"] == to_dict(from_dict(SearchConfig, FAST))
 
 
 # ---- the Python API ----------------------------------------------------------------------------

@@ -112,6 +112,9 @@ class Search:
     def run_stage(self, index: int, stage: Stage, parent: nn.Module, rewrites: list[dict]) -> StageResult:
         cfg = self.config
         view = NetworkView.build(parent, self.example_input)
+        # a fresh policy's weights come from the global generator: seed it here, so a resumed
+        # run builds the same policy whatever it did (or skipped) before this stage
+        torch.manual_seed(cfg.seed * 7919 + index)
         policy = self.initial_policy(stage)
         trainer = PolicyTrainer(policy, lr=policy_lr(stage.name, cfg), algorithm=cfg.algorithm,
                                 baseline_decay=cfg.baseline_decay, entropy_coef=cfg.entropy_coef)
