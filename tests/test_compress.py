@@ -13,10 +13,10 @@ import yaml
 from torch import nn
 from torch.utils.data import IterableDataset, TensorDataset
 
-from fakedata import write_cifar10, write_learnable_mnist
+from fakedata import write_cifar10
 from n2n import compress, evaluate_checkpoint, load_checkpoint
 from n2n.arch import count_params, rebuild
-from clihelpers import run_error
+from clihelpers import compress_args, make_compress_workspace, run_error
 from n2n.cli import main
 from n2n.config import SearchConfig, from_dict, to_dict
 from n2n.distill.trainer import DistillConfig
@@ -187,21 +187,7 @@ def test_a_distill_config_object_is_accepted_as_an_option():
 # ---- the command line --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict[str, Path]:
-    """Fake MNIST, a conv4 teacher trained on it, a config with tiny budgets, and one finished run."""
-    root = tmp_path_factory.mktemp("compress")
-    paths = {"mnist": root / "mnist", "teacher": root / "teacher.pt", "config": root / "search.yaml",
-             "run": root / "run"}
-    write_learnable_mnist(paths["mnist"])
-    assert main(["--quiet", "train-teacher", "--model", "conv4", "--dataset", "mnist", "--data-dir",
-                 str(paths["mnist"]), "--epochs", "3", "--batch-size", "32", "--out", str(paths["teacher"])]) == 0
-    paths["config"].write_text(yaml.safe_dump(FAST))
-    assert main(compress_args(paths, paths["run"])) == 0
-    return paths
-
-
-def compress_args(paths: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return ["--quiet", "compress", "--teacher", str(paths["teacher"]), "--data-dir", str(paths["mnist"]),
-            "--config", str(paths["config"]), "--out", str(out), *extra]
+    return make_compress_workspace(tmp_path_factory.mktemp("compress"), FAST)
 
 
 def metric_lines(run: Path) -> list[dict]:

@@ -83,6 +83,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         "epochs_per_stage": args.epochs_per_stage, "rollouts": args.rollouts, "algorithm": args.algorithm,
         "max_params": args.max_params, "max_flops": args.max_flops, "min_accuracy": args.min_accuracy,
         "init": args.init, "policy_from": args.policy_from, "seed": args.seed,
+        "method": args.method, "student_model": args.student_model, "student_width": args.student_width,
     }.items() if value is not None}
     config = from_dict(SearchConfig, overrides, "options", base=config)
     result = compress_checkpoint(args.teacher, args.out, config, dataset=args.dataset, data_dir=args.data_dir,
@@ -162,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--teacher", help="teacher checkpoint (from `n2n train-teacher`)")
     comp.add_argument("--dataset", help="data set (default: the teacher's)")
     comp.add_argument("--out", help="run folder to create")
+    comp.add_argument("--method",
+                      help="n2n (default), or a baseline at the same scoring: random search over the same "
+                           "actions, uniform width scaling, L1 filter pruning to --max-params, plain kd")
+    comp.add_argument("--student-model", help="--method kd: zoo model to distil into (default: the teacher's)")
+    comp.add_argument("--student-width", type=float, help="--method kd: its width multiplier (default 0.4)")
     comp.add_argument("--stages", help="comma-separated: removal,shrinkage (default both)")
     comp.add_argument("--epochs-per-stage", type=int, help="policy epochs per stage")
     comp.add_argument("--rollouts", type=int, help="children sampled per policy epoch (default 5)")

@@ -12,6 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .arch import count_flops, count_params
+from .baselines import BUILDERS as BASELINES
+from .baselines import run_baseline
 from .config import SearchConfig, from_dict, to_dict
 from .distill.data import DistillData
 from .distill.trainer import distill
@@ -34,9 +36,19 @@ class CompressionResult:
     stages: list[StageResult]
 
     @property
+    def final_stage(self) -> StageResult | None:
+        """The last stage that found a child: the student is its best child, distilled longer."""
+        return next((s for s in reversed(self.stages) if s.best_child is not None), None)
+
+    @property
     def rewrites(self) -> list[dict[str, Any]]:
         """The rewrites that turn the teacher's architecture into the student's."""
-        return next((s.rewrites for s in reversed(self.stages) if s.best_child is not None), [])
+        return self.final_stage.rewrites if self.final_stage else []
+
+    @property
+    def student_arch(self) -> dict[str, Any] | None:
+        """The student's own zoo spec where it is no rewrite of the teacher (the kd baseline), else None."""
+        return self.final_stage.arch if self.final_stage else None
 
 
 def as_tensors(data: DataLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +120,7 @@ def compress(
     started = time.perf_counter()
     search = Search(teacher, data, example_input, config, on_record=on_record, progress=progress,
                     store=store, resume=resume)
-    stages = search.run()
+    stages = run_baseline(config.method, search) if config.method in BASELINES else search.run()
     final_stage = next((s for s in reversed(stages) if s.best_child is not None), None)
     if final_stage is None:
         raise N2NError(no_student_message(config))
@@ -127,6 +139,8 @@ def no_student_message(config: SearchConfig) -> str:
               (("max params", config.max_params), ("max flops", config.max_flops),
                ("min accuracy", config.min_accuracy)) if value is not None]
     because = f" meeting {', '.join(limits)}" if limits else ""
+    if config.method in BASELINES:
+        return f"the {config.method} baseline found no valid student{because}: see the run's log for why"
     return (f"no valid child{because} was found in {config.epochs_per_stage} policy epochs per stage: "
             "loosen the constraints or search longer")
 

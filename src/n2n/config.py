@@ -11,6 +11,9 @@ from .distill.trainer import DistillConfig
 from .errors import ConfigError
 
 STAGES = ("removal", "shrinkage")
+# n2n: the two-stage policy search; random: the same search without policy updates;
+# uniform, prune, kd: the baselines of n2n.baselines
+METHODS = ("n2n", "random", "uniform", "prune", "kd")
 DEFAULT_RATIOS = (0.25, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -23,6 +26,7 @@ class PolicyConfig:
 
 @dataclass
 class SearchConfig:
+    method: str = "n2n"
     stages: tuple[str, ...] = STAGES
     epochs_per_stage: int = 20
     rollouts: int = 5
@@ -44,12 +48,16 @@ class SearchConfig:
     proxy: DistillConfig = field(default_factory=lambda: DistillConfig(lr=5e-3))
     final: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=5, subset=None))
     policy_from: str | None = None
+    # --method kd: the hand-picked student, a zoo model (default: the teacher's own) at this width
+    student_model: str | None = None
+    student_width: float = 0.4
 
     def validate(self) -> "SearchConfig":
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages:
             raise ConfigError(f"unknown stage(s) {unknown or self.stages}: choose from {', '.join(STAGES)}")
         checks = {
+            "method": (self.method, METHODS),
             "algorithm": (self.algorithm, ("reinforce", "actor-critic")),
             "init": (self.init, ("inherit", "scratch")),
         }
@@ -69,6 +77,10 @@ class SearchConfig:
             raise ConfigError("--min-accuracy is a fraction between 0 and 1 (e.g. 0.9)")
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError("shrink ratios must lie in (0, 1]")
+        if self.method == "prune" and self.max_params is None:
+            raise ConfigError("--method prune needs --max-params: the parameter budget to prune the teacher to")
+        if not 0 < self.student_width <= 1:
+            raise ConfigError(f"student-width is a width multiplier in (0, 1], got {self.student_width}")
         return self
 
 

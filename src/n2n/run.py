@@ -120,20 +120,21 @@ def execute(folder: RunFolder, teacher: Checkpoint, data: DataSplits, config: Se
 def save_outputs(folder: RunFolder, result: CompressionResult, teacher_arch: dict[str, Any],
                  data_meta: dict[str, Any], dataset: str) -> None:
     for stage in result.stages:
-        kind = POLICY_KIND[stage.name]
-        folder.policies_dir.mkdir(exist_ok=True)
-        save_policy(folder.policies_dir / POLICY_FILES[kind], stage.policy)
+        if stage.policy is not None:
+            folder.policies_dir.mkdir(exist_ok=True)
+            save_policy(folder.policies_dir / POLICY_FILES[POLICY_KIND[stage.name]], stage.policy)
     base_rewrites = list(teacher_arch.get("rewrites", []))
     for number, stage in enumerate(result.stages, start=1):
         if stage.best_child is not None:  # the best child of each stage, as the search scored it
             best = stage.best
             save_checkpoint(folder.root / f"stage{number}-{stage.name}.pt", stage.best_child,
-                            arch={**teacher_arch, "rewrites": base_rewrites + stage.rewrites},
+                            arch=stage.arch or {**teacher_arch, "rewrites": base_rewrites + stage.rewrites},
                             meta=data_meta | {"params": best.params, "flops": best.flops,
                                               "val_accuracy": best.val_accuracy, "test_accuracy": None})
     student = result.summary["student"]
     meta = data_meta | {key: student[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
     save_checkpoint(folder.root / "student.pt", result.student,
-                    arch={**teacher_arch, "rewrites": base_rewrites + result.rewrites}, meta=meta)
+                    arch=result.student_arch or {**teacher_arch, "rewrites": base_rewrites + result.rewrites},
+                    meta=meta)
     folder.write_json("summary.json", {**result.summary, "dataset": dataset})
     rebuild_report(folder.root)

@@ -48,10 +48,11 @@ class StageResult:
     name: str
     epochs: int
     candidates: int  # children actually trained (cache hits and rejections excluded)
-    policy: nn.Module
+    policy: nn.Module | None  # None for a baseline that samples nothing
     best: CandidateRecord | None = None
     best_child: nn.Module | None = None
     rewrites: list[dict[str, Any]] = field(default_factory=list)  # teacher -> best child
+    arch: dict[str, Any] | None = None  # the best child's zoo spec, when it is no rewrite of the teacher
 
     def summary(self) -> dict[str, Any]:
         best = self.best
@@ -131,7 +132,9 @@ class Search:
                 record = self.score(stage, index, parent, view, output.actions, epoch, rollout, result, rewrites)
                 records.append(record)
                 bar.update(1)
-            metrics = trainer.update(outputs, [r.reward for r in records])
+            # random search samples from the untrained initial policy: the same action
+            # spaces and budget as N2N, without learning
+            metrics = trainer.update(outputs, [r.reward for r in records]) if cfg.method == "n2n" else {}
             summary = self.emit(self.epoch_record(stage.name, epoch, records, metrics, result,
                                                   time.perf_counter() - started))
             self.snapshot(index, epoch + 1, trainer, generator, result)

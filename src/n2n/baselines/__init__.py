@@ -1,0 +1,30 @@
+"""Simpler ways to a small student, scored like N2N's children, to compare the search against.
+
+`--method random` is the N2N loop without policy updates (see search/loop.py); the
+methods here score a fixed list of students instead of sampling them:
+
+* uniform: the teacher at a grid of uniform widths, trained from scratch (the
+  hand-designed "reduced" student);
+* prune: L1-norm filter pruning (Li et al.) of every layer by the same ratio, the
+  largest that meets --max-params, keeping the pruned weights;
+* kd: one hand-picked small zoo model (--student-model, --student-width).
+
+Each candidate gets the search's proxy distillation and reward; the best one goes
+on to the same final distillation as an N2N student.
+"""
+from __future__ import annotations
+
+from ..search.loop import Search, StageResult
+from .scoring import score_candidates
+from .students import kd_students, pruned_students, uniform_students
+
+BUILDERS = {"uniform": uniform_students, "prune": pruned_students, "kd": kd_students}
+
+
+def run_baseline(method: str, search: Search) -> list[StageResult]:
+    """Score the students of baseline `method` with `search`'s proxy and reward: one stage named after it."""
+    candidates = BUILDERS[method](search.teacher, search.example_input, search.config)
+    return [score_candidates(search, method, candidates)]
+
+
+__all__ = ["BUILDERS", "run_baseline"]
