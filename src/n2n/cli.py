@@ -83,6 +83,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
         "epochs_per_stage": args.epochs_per_stage, "rollouts": args.rollouts, "algorithm": args.algorithm,
         "max_params": args.max_params, "max_flops": args.max_flops, "min_accuracy": args.min_accuracy,
         "init": args.init, "policy_from": args.policy_from, "seed": args.seed,
+        "executor": args.executor, "workers": args.workers, "ray_address": args.ray_address,
         "method": args.method, "student_model": args.student_model, "student_width": args.student_width,
     }.items() if value is not None}
     config = from_dict(SearchConfig, overrides, "options", base=config)
@@ -178,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--init", choices=["inherit", "scratch"], help="children keep teacher weights or start fresh")
     comp.add_argument("--policy-from", help="run folder or policy file to start the policies from (transfer)")
     comp.add_argument("--seed", type=int)
+    comp.add_argument("--executor", choices=["inline", "process", "ray"],
+                      help="where children train: inline (default, one after another), process (local worker "
+                           "processes), ray (a Ray cluster, or a local Ray instance)")
+    comp.add_argument("--workers", type=int, help="--executor process or ray: children trained at once (default 1)")
+    comp.add_argument("--ray-address", help="--executor ray: the cluster to join (default: start a local instance)")
     comp.add_argument("--config", help="YAML file of search options (flags override it)")
     comp.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     comp.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run that was stopped or killed")

@@ -1,6 +1,7 @@
 """The configuration of a compression run: dataclasses with their defaults, YAML in and out."""
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from .distill.trainer import DistillConfig
 from .errors import ConfigError
 
 STAGES = ("removal", "shrinkage")
+EXECUTORS = ("inline", "process", "ray")  # where children train: see n2n.search.executors
 # n2n: the two-stage policy search; random: the same search without policy updates;
 # uniform, prune, kd: the baselines of n2n.baselines
 METHODS = ("n2n", "random", "uniform", "prune", "kd")
@@ -48,6 +50,9 @@ class SearchConfig:
     proxy: DistillConfig = field(default_factory=lambda: DistillConfig(lr=5e-3))
     final: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=5, subset=None))
     policy_from: str | None = None
+    executor: str = "inline"
+    workers: int = 1  # worker processes, or Ray tasks at once
+    ray_address: str | None = None  # None: a local Ray instance
     # --method kd: the hand-picked student, a zoo model (default: the teacher's own) at this width
     student_model: str | None = None
     student_width: float = 0.4
@@ -77,11 +82,22 @@ class SearchConfig:
             raise ConfigError("--min-accuracy is a fraction between 0 and 1 (e.g. 0.9)")
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError("shrink ratios must lie in (0, 1]")
+        self.check_executor()
         if self.method == "prune" and self.max_params is None:
             raise ConfigError("--method prune needs --max-params: the parameter budget to prune the teacher to")
         if not 0 < self.student_width <= 1:
             raise ConfigError(f"student-width is a width multiplier in (0, 1], got {self.student_width}")
         return self
+
+    def check_executor(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"--workers must be a whole number of at least 1, got {self.workers!r}")
+        if self.ray_address is not None and not isinstance(self.ray_address, str):
+            raise ConfigError(f"--ray-address must be an address (host:port or ray://host:port), got {self.ray_address!r}")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("--executor ray needs Ray: pip install 'n2n[ray]'")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from ..distill.data import DistillData
 from ..distill.trainer import distill
 from ..errors import ConfigError, N2NError
 from ..report.run_folder import policy_for_stage
-from ..training import NonFiniteLossError, accuracy
+from ..training import accuracy
 from .cache import Score, ScoreCache
+from .executors import Job, JobResult, make_executor
 from .records import CandidateRecord, EpochRecord, TeacherRecord
 from .reinforce import PolicyTrainer
 from .reward import INVALID_REWARD, Constraints, reward
@@ -63,6 +64,25 @@ class StageResult:
         }
 
 
+@dataclass
+class Child:
+    """One rollout's child before it is scored: its record so far, the rewrite that made it, the
+    cache key of its architecture (None when the rewrite was rejected) and its training seed."""
+
+    record: CandidateRecord
+    rewrite: Any
+    step: dict[str, Any]
+    key: str | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return candidate_key(self.record.stage, self.record.epoch, self.record.rollout)
+
+    def job(self, proxy: Any) -> Job:
+        return Job(self.name, self.rewrite.child, proxy, self.seed)
+
+
 class Search:
     """One search run. With a `store`, it snapshots itself at every policy epoch; with
     `resume` it continues a killed run exactly where it stopped."""
@@ -78,6 +98,13 @@ class Search:
         # the subset is drawn once instead of once per child.
         self.proxy_data = data.subset(config.proxy.subset, config.seed)
         self.proxy = replace(config.proxy, subset=None)
+        # the inline executor distils with this module's `distill`, so a test can watch every child
+        self.executor = make_executor(config.executor, self.proxy_data, workers=config.workers,
+                                      ray_address=config.ray_address, train=distill)
+        log.info("children train on the %s", self.executor.describe())
+        if config.executor == "inline" and config.workers > 1:
+            log.warning("--workers %d is ignored by the inline executor: choose --executor process or ray",
+                        config.workers)
         self.on_record = on_record or (lambda record: None)
         self.progress = progress
         resume = resume or ResumePoint(snapshot=None)
@@ -97,10 +124,17 @@ class Search:
             self.cache.load_state_dict(self.snapshot_state["cache"])
 
     def run(self) -> list[StageResult]:
-        for index, name in enumerate(self.config.stages):
-            parent, rewrites = self.parent_of(index)
-            self.results.append(self.run_stage(index, make_stage(name, self.config), parent, rewrites))
+        try:
+            for index, name in enumerate(self.config.stages):
+                parent, rewrites = self.parent_of(index)
+                self.results.append(self.run_stage(index, make_stage(name, self.config), parent, rewrites))
+        finally:
+            self.close()
         return self.results
+
+    def close(self) -> None:
+        """Stop the executor's workers (they start again if more children need training)."""
+        self.executor.close()
 
     def parent_of(self, index: int) -> tuple[nn.Module, list[dict[str, Any]]]:
         """The best child of the last stage that found one; the teacher before that."""
@@ -127,11 +161,9 @@ class Search:
         for epoch in range(first_epoch, cfg.epochs_per_stage):
             started = time.perf_counter()
             outputs = [stage.sample(policy, view, generator) for _ in range(cfg.rollouts)]
-            records = []
-            for rollout, output in enumerate(outputs):
-                record = self.score(stage, index, parent, view, output.actions, epoch, rollout, result, rewrites)
-                records.append(record)
-                bar.update(1)
+            children = [self.make_child(stage, index, parent, view, output.actions, epoch, rollout)
+                        for rollout, output in enumerate(outputs)]
+            records = self.score_epoch(children, result, rewrites, bar)
             # random search samples from the untrained initial policy: the same action
             # spaces and budget as N2N, without learning
             metrics = trainer.update(outputs, [r.reward for r in records]) if cfg.method == "n2n" else {}
@@ -204,38 +236,80 @@ class Search:
         child.load_state_dict(weights)
         return child.to(self.example_input.device)
 
-    # ---- one candidate ---------------------------------------------------------------------
-    def score(self, stage: Stage, stage_index: int, parent: nn.Module, view: NetworkView, actions: torch.Tensor,
-              epoch: int, rollout: int, result: StageResult, rewrites: list[dict]) -> CandidateRecord:
+    # ---- one policy epoch's children -------------------------------------------------------
+    def make_child(self, stage: Stage, stage_index: int, parent: nn.Module, view: NetworkView,
+                   actions: torch.Tensor, epoch: int, rollout: int) -> Child:
         seed = self.candidate_seed(stage_index, epoch, rollout)
         torch.manual_seed(seed)  # init="scratch" draws from the global generator: same child after a resume
         record = CandidateRecord(stage.name, epoch, rollout, actions.tolist(), INVALID_REWARD)
         rewrite, step = stage.apply(parent, view, actions, self.example_input)
+        # keyed by stage too: with inherited weights the same shapes in another stage are another child
+        key = None if rewrite.child is None else f"{stage.name}:{arch_signature(rewrite.child, self.example_input)}"
+        return Child(record, rewrite, step, key, seed)
+
+    def score_epoch(self, children: list[Child], result: StageResult, rewrites: list[dict],
+                    bar: Any) -> list[CandidateRecord]:
+        """The children that need training train together on the executor; then each is scored
+        in rollout order, exactly as if they had been trained one after another."""
+        trained = {r.name: r for r in self.executor.run(self.jobs_for(children), on_result=lambda _: bar.update(1))}
+        in_batch = set(trained)
+        records = []
+        for child in children:
+            records.append(self.score(child, result, rewrites, trained))
+            if child.name not in in_batch:
+                bar.update(1)
+        return records
+
+    def jobs_for(self, children: list[Child]) -> list[Job]:
+        """One job per architecture of the epoch that is neither in the cache nor replayed from a killed run."""
+        jobs, planned = [], set()
+        for child in children:
+            if child.key is None or child.key in self.cache or child.key in planned:
+                continue
+            replayed = self.replay.get(child.name)
+            if replayed is None:
+                jobs.append(child.job(self.proxy))
+            if replayed is None or replayed["valid"]:
+                planned.add(child.key)  # a later child of the same architecture is a cache hit
+        return jobs
+
+    def score(self, child: Child, result: StageResult, rewrites: list[dict],
+              trained: dict[str, JobResult]) -> CandidateRecord:
+        record, rewrite = child.record, child.rewrite
         if rewrite.child is None:
             return self.emit(self.rejected(record, rewrite.reason or "rejected"))
-        # keyed by stage too: with inherited weights the same shapes in another stage are another child
-        key = f"{stage.name}:{arch_signature(rewrite.child, self.example_input)}"
-        score = self.cache.get(key)
+        score = self.cache.get(child.key)
         record.cached = score is not None
         if score is None:
-            replayed = self.replay.get(candidate_key(stage.name, epoch, rollout))
-            score, reason = self.replayed_score(replayed) if replayed else self.train(rewrite, seed)
+            replayed = self.replay.get(child.name)
+            score, reason = self.replayed_score(replayed) if replayed else self.trained_score(child, trained)
             if score is None:
                 return self.emit(self.rejected(record, reason))
-            self.cache.put(key, score)
+            self.cache.put(child.key, score)
             result.candidates += 1
             record.seconds = score.seconds
         record.params, record.flops, record.val_accuracy = score.params, score.flops, score.val_accuracy
-        record.reward = self.reward_of(score, epoch)
+        record.reward = self.reward_of(score, record.epoch)
         if not record.cached and self.is_better(record, result):
-            self.keep_best(record, rewrite, result, rewrites + [step], seed)
+            self.keep_best(record, child, result, rewrites + [child.step], trained)
         return self.emit(record)
 
-    def train(self, rewrite: Any, seed: int) -> tuple[Score | None, str]:
-        try:
-            outcome = distill(rewrite.child, self.proxy_data, self.proxy, seed=seed)
-        except NonFiniteLossError as error:
-            return None, f"distillation diverged ({error})"
+    def trained_score(self, child: Child, trained: dict[str, JobResult]) -> tuple[Score | None, str]:
+        if child.name not in trained:  # its architecture's first child of the epoch failed: this one trains now
+            trained[child.name] = self.executor.run([child.job(self.proxy)])[0]
+        return self.score_of(child.rewrite, trained[child.name])
+
+    def train(self, rewrite: Any, seed: int, name: str = "candidate") -> tuple[Score | None, str]:
+        """Train one child now, on the executor; the child keeps its trained weights."""
+        outcome = self.executor.run([Job(name, rewrite.child, self.proxy, seed)])[0]
+        if outcome.weights is not None:
+            rewrite.child.load_state_dict(outcome.weights)
+        return self.score_of(rewrite, outcome)
+
+    @staticmethod
+    def score_of(rewrite: Any, outcome: JobResult) -> tuple[Score | None, str]:
+        if not outcome.ok:
+            return None, outcome.error or "failed"
         return Score(outcome.val_accuracy, rewrite.params, rewrite.flops, outcome.seconds), ""
 
     @staticmethod
@@ -245,19 +319,26 @@ class Search:
             return None, replayed["reason"]
         return Score(replayed["val_accuracy"], replayed["params"], replayed["flops"], replayed["seconds"]), ""
 
-    def keep_best(self, record: CandidateRecord, rewrite: Any, result: StageResult, rewrites: list[dict],
-                  seed: int) -> None:
-        ckey = candidate_key(record.stage, record.epoch, record.rollout)
+    def keep_best(self, record: CandidateRecord, child: Child, result: StageResult, rewrites: list[dict],
+                  trained: dict[str, JobResult]) -> None:
+        ckey, module = child.name, child.rewrite.child
         if ckey in self.replay:
             weights = self.store.load_best(ckey) if self.store else None
             if weights is None:  # killed between scoring and storing it: its training is deterministic
                 log.warning("retraining %s to recover its weights", ckey)
-                self.train(rewrite, seed)
-            else:
-                rewrite.child.load_state_dict(weights)
-        elif self.store is not None:
-            self.store.save_best(ckey, weights_of(rewrite.child))  # before its record: see state.py
-        result.best, result.best_child, result.rewrites = record, rewrite.child, rewrites
+                weights = self.recovered_weights(child)
+        else:
+            weights = trained[ckey].weights
+        module.load_state_dict(weights)  # inline, the child trained in place: loads its own weights
+        if ckey not in self.replay and self.store is not None:
+            self.store.save_best(ckey, weights_of(module))  # before its record: see state.py
+        result.best, result.best_child, result.rewrites = record, module, rewrites
+
+    def recovered_weights(self, child: Child) -> dict[str, torch.Tensor]:
+        outcome = self.executor.run([child.job(self.proxy)])[0]
+        if outcome.weights is None:
+            raise N2NError(f"could not train {child.name} again to recover its weights: {outcome.error}")
+        return outcome.weights
 
     def reward_of(self, score: Score, epoch: int) -> float:
         teacher = self.teacher_stats

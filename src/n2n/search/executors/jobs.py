@@ -1,0 +1,97 @@
+"""What an executor trains: a job per child, a result per job, and the training itself.
+
+A job carries the child module itself rather than an architecture spec (teacher
+spec + rewrites): a spec would make every worker hold the teacher and replay the
+rewrites (tracing, channel pruning) before each job, and a child saved whole
+rebuilds exactly, whatever its graph. Between processes a job and its result travel
+as `torch.save` bytes: tensors go inline instead of through shared-memory handles,
+and `map_location` lets a CPU-only worker read a child built on a GPU.
+"""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ...distill.data import DistillData
+from ...distill.trainer import DistillConfig, distill
+from ...training import NonFiniteLossError
+
+# Fault injection, for tests only: "removal-e0-r1:1,removal-e0-r2:2" makes the worker running
+# job removal-e0-r1 kill itself on its first attempt, and removal-e0-r2 on its first two.
+# Read in the searching process and sent with each attempt, so it needs no worker environment.
+KILL_HOOK = "N2N_TEST_KILL_WORKER"
+
+
+@dataclass
+class Job:
+    """One child to distil and score; everything a worker needs besides the data it holds."""
+
+    name: str  # the candidate's key (e.g. removal-e0-r2): names the job in logs and in the fault hook
+    child: nn.Module
+    config: DistillConfig
+    seed: int
+
+
+@dataclass
+class JobResult:
+    name: str
+    val_accuracy: float = 0.0
+    seconds: float = 0.0
+    weights: dict[str, torch.Tensor] | None = None  # the trained child's state dict
+    error: str | None = None  # why the child is invalid (diverged, worker died twice)
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_job(job: Job, data: DistillData, train: Callable[..., Any] = distill) -> JobResult:
+    """Distil the job's child (in place) and score it; a diverging child is a result, not an error."""
+    try:
+        outcome = train(job.child, data, job.config, seed=job.seed)
+    except NonFiniteLossError as error:
+        return JobResult(job.name, error=f"distillation diverged ({error})")
+    return JobResult(job.name, outcome.val_accuracy, outcome.seconds, job.child.state_dict())
+
+
+def run_attempt(job_bytes: bytes, attempt: int, data: DistillData, fault_hook: str) -> tuple[str, Any]:
+    """A worker's side of one attempt: ("result", result bytes), ("failed", why it could not train)
+    or ("raised", the traceback of an error in the training itself)."""
+    job = from_bytes(job_bytes, data.train_images.device)
+    die_if_asked(fault_hook, job.name, attempt)
+    try:
+        return "result", to_bytes(run_job(job, data))
+    except torch.cuda.OutOfMemoryError as error:  # a resource failure like a killed worker: worth one more try
+        return "failed", f"out of memory: {str(error).splitlines()[0]}"
+    except Exception:  # a bug, not bad luck: the search stops on it as it would inline
+        return "raised", traceback.format_exc()
+
+
+def die_if_asked(fault_hook: str, name: str, attempt: int) -> None:
+    for entry in filter(None, fault_hook.split(",")):
+        job, _, attempts = entry.partition(":")
+        if job == name and attempt <= int(attempts or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_hook() -> str:
+    return os.environ.get(KILL_HOOK, "")
+
+
+def to_bytes(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(payload: bytes, device: torch.device | str = "cpu") -> Any:
+    # whole modules and results: only ever bytes this package wrote itself
+    return torch.load(io.BytesIO(payload), map_location=device, weights_only=False)

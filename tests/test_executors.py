@@ -1,0 +1,161 @@
+"""Where children train: worker processes and Ray tasks give the scores the inline executor
+gives, and a worker killed mid-candidate costs that candidate one retry, never the search."""
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from clihelpers import run_error
+from n2n.config import SearchConfig, from_dict
+from n2n.distill.data import DistillData
+from n2n.errors import ConfigError
+from n2n.models import create_model
+from n2n.search.executors import KILL_HOOK, Job
+from n2n.search.executors import process as process_executor
+from n2n.search.executors.retry import Attempts, WorkerError
+from n2n.search.loop import Search
+from n2n.search.records import CandidateRecord
+
+IMAGE = 12
+# one stage, two policy epochs of three children, each distilled long enough to score apart
+SEARCH = {"stages": ["removal"], "epochs_per_stage": 2, "rollouts": 3,
+          "proxy": {"epochs": 2, "subset": None, "batch_size": 16}}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_problem() -> tuple[nn.Module, DistillData]:
+    """A small conv4 and random images it labels itself (its validation accuracy is 1)."""
+    torch.manual_seed(0)
+    teacher = create_model("conv4", in_channels=1, num_classes=10, width_mult=0.5).eval()
+    images = torch.randn(192, 1, IMAGE, IMAGE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        labels = teacher(images).argmax(dim=1)
+    return teacher, DistillData(images[:128], labels[:128], images[128:], labels[128:]).attach_teacher(teacher)
+
+
+def search(**options) -> Search:
+    teacher, data = tiny_problem()
+    config = from_dict(SearchConfig, {**SEARCH, **options}).validate()
+    found = Search(teacher, data, data.train_images[:1], config, progress=False)
+    found.run()
+    return found
+
+
+def candidates(found: Search) -> dict[str, CandidateRecord]:
+    return {f"{r.stage}-e{r.epoch}-r{r.rollout}": r for r in found.history if isinstance(r, CandidateRecord)}
+
+
+def outcome(record: CandidateRecord) -> tuple:
+    """What a child's scoring decides; the training time aside."""
+    return (record.actions, record.reward, record.params, record.flops, record.val_accuracy, record.valid,
+            record.cached, record.reason)
+
+
+def trained_names(found: Search, epoch: int) -> list[str]:
+    return [name for name, r in candidates(found).items() if r.epoch == epoch and r.valid and not r.cached]
+
+
+@pytest.fixture(scope="module")
+def inline(one_thread) -> Search:
+    return search()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance for this module's tests. Ray missing: a failure under CI=true, a skip elsewhere."""
+    try:
+        import ray
+    except ImportError:
+        message = "Ray is not installed: pip install 'n2n[ray]'"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(params=["process", "ray"])
+def pool(request, monkeypatch) -> dict:
+    """Search options for two workers with one torch thread each, the inline run's arithmetic."""
+    if request.param == "ray":
+        request.getfixturevalue("local_ray")
+    monkeypatch.setattr(process_executor, "available_cores", lambda: 2)
+    return {"executor": request.param, "workers": 2}
+
+
+def test_workers_score_every_child_as_inline_does(inline, pool):
+    expected = candidates(inline)
+    assert any(r.val_accuracy > 0 for r in expected.values()), "the children must score apart"
+    assert trained_names(inline, 0) and any(r.cached or not r.valid for r in expected.values())
+    found = search(**pool)
+    got = candidates(found)
+    assert got.keys() == expected.keys()
+    for name, record in expected.items():
+        assert outcome(got[name]) == outcome(record), name
+        assert (got[name].seconds > 0) == (record.seconds > 0)
+    assert found.cache.state_dict().keys() == inline.cache.state_dict().keys()
+    best, reference = found.results[0], inline.results[0]
+    assert outcome(best.best) == outcome(reference.best) and best.candidates == reference.candidates
+    weights = best.best_child.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in reference.best_child.state_dict().items())
+
+
+def test_a_killed_worker_costs_its_candidate_one_retry(inline, pool, monkeypatch, caplog):
+    # the first trained child dies once, a child of the last epoch on both attempts: only that one
+    # changes, so every record before it matches the inline run
+    once, twice = trained_names(inline, 0)[0], trained_names(inline, 1)[-1]
+    monkeypatch.setenv(KILL_HOOK, f"{once}:1,{twice}:2")
+    with caplog.at_level(logging.WARNING, logger="n2n.search.executors"):
+        found = search(**pool)
+    expected, got = candidates(inline), candidates(found)
+    assert got.keys() == expected.keys()
+    assert f"{once}: worker died" in caplog.text and "trying it once more" in caplog.text
+    assert outcome(got[once]) == outcome(expected[once]) and got[once].seconds > 0
+    lost = got[twice]
+    assert not lost.valid and lost.reward == -1.0
+    assert lost.reason.startswith("worker died twice: "), lost.reason
+    for name in expected:
+        if name != twice:
+            assert outcome(got[name]) == outcome(expected[name]), name
+
+
+# ---- retry bookkeeping and configuration, without workers ----------------------------------------
+def test_a_second_failure_scores_the_job_invalid_with_its_reason():
+    jobs = [Job("removal-e0-r0", nn.Linear(1, 1), SearchConfig().proxy, 0)]
+    attempts = Attempts(jobs, on_result=None)
+    assert attempts.next() == (0, 1)
+    attempts.finished(0, 1, "failed", "worker died: killed by SIGKILL (out of memory?)")
+    assert attempts.next() == (0, 2) and attempts.results == [None]
+    attempts.finished(0, 2, "failed", "worker died: killed by SIGKILL (out of memory?)")
+    [result] = attempts.all_done()
+    assert not result.ok and result.attempts == 2
+    assert result.error == "worker died twice: killed by SIGKILL (out of memory?)"
+
+
+def test_an_error_in_the_training_itself_stops_the_search_as_inline():
+    attempts = Attempts([Job("removal-e0-r0", nn.Linear(1, 1), SearchConfig().proxy, 0)], on_result=None)
+    with pytest.raises(WorkerError, match="training removal-e0-r0 failed in a worker:\nTraceback"):
+        attempts.finished(*attempts.next(), "raised", "Traceback (most recent call last): ...")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"executor": "threads"}, "--executor must be one of inline, process, ray"),
+    ({"executor": "process", "workers": 0}, "--workers must be a whole number of at least 1"),
+])
+def test_executor_options_are_checked(options, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(SearchConfig, options).validate()
+
+
+def test_ray_without_ray_installed_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    real = __import__("importlib.util").util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    line = run_error(["compress", "--teacher", str(tmp_path / "t.pt"), "--out", str(tmp_path / "run"),
+                      "--executor", "ray"], capsys)
+    assert line == "n2n: error: --executor ray needs Ray: pip install 'n2n[ray]'"
