@@ -15,7 +15,8 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "${PIP[@]}" install "torch==2.13.0" || "${PIP[@]}" install "torch>=2.2"
 fi
-"${PIP[@]}" install -e ".[test,onnx]"
+# ray: the --executor ray tests fail under CI=true without it
+"${PIP[@]}" install -e ".[test,onnx,ray]"
 
 # Fashion-MNIST: the system package where we may install it; otherwise n2n downloads
 # it into ~/.cache/n2n/data on first use.
