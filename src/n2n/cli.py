@@ -108,6 +108,18 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {rebuild_report(args.run)} and its plots")
 
 
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from .experiments import list_experiments, run_experiment
+
+    if args.name is None:
+        names = list_experiments()
+        print("\n".join(names) if names else "no experiment files in ./experiments")
+        return
+    folder = run_experiment(args.name, scale=args.scale, out=args.out, data_dir=args.data_dir, device=args.device,
+                            progress=not args.quiet)
+    print(f"wrote {folder}/table.md and its plots")
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder holding the data set files (searched first)")
     parser.add_argument("--limit", type=int, help="use only the first N training and test images (quick runs)")
@@ -190,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
     add_data_options(comp)
     comp.set_defaults(func=cmd_compress)
+
+    experiment = sub.add_parser("experiment", help="run one of the paper's experiments (files in experiments/)")
+    experiment.add_argument("name", nargs="?", help="experiment name or YAML file; none lists the experiments")
+    experiment.add_argument("--scale", help="a scale the file defines (e.g. tiny, paper); default: its own")
+    experiment.add_argument("--out", help="output folder (default results/NAME[-SCALE]); finished runs are kept")
+    experiment.add_argument("--data-dir", help="folder holding the data set files (searched first)")
+    experiment.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
+    experiment.set_defaults(func=cmd_experiment)
 
     report = sub.add_parser("report", help="rebuild the plots and report.md of a run from its metrics.jsonl")
     report.add_argument("run", help="run folder")

@@ -1,0 +1,123 @@
+"""`n2n experiment NAME`: experiment files, scales, resumable runs, tables and plots; every
+experiment in experiments/ run end to end at its tiny scale on the real Fashion-MNIST."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clihelpers import run_error
+from n2n.errors import ConfigError
+from n2n.experiments import list_experiments, load_experiment, run_experiment
+from n2n.experiments.manifold import naive_reward, n2n_reward
+from n2n.experiments.spec import variant_seeds, variant_settings
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)  # experiment files name paths relative to the checkout
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_the_experiment_files_are_listed_and_search_configs_are_not(in_repo):
+    names = list_experiments()
+    assert {"stage-curves", "algorithms", "policy-lr", "rollouts", "transfer", "reward-manifold",
+            "baselines"} <= set(names)
+    assert "demo" not in names and "cpu-budget" not in names
+
+
+def test_a_scale_deepens_the_search_options_and_replaces_the_rest(in_repo):
+    default = load_experiment("algorithms")
+    tiny = load_experiment("algorithms", "tiny")
+    assert default.search["epochs_per_stage"] == 10 and default.seeds == [0, 1, 2]
+    assert tiny.search["epochs_per_stage"] == 2 and tiny.seeds == [0] and tiny.limit == 600
+    assert tiny.search["proxy"] == {**default.search["proxy"], "subset": 200}  # one level deeper: lr kept
+    assert tiny.search["min_accuracy"] is None
+
+
+def test_variant_settings_fill_in_the_output_folder_and_seed(in_repo, tmp_path):
+    transfer = load_experiment("transfer")
+    teacher, dataset, options = variant_settings(transfer, "transfer", 2, tmp_path)
+    assert options["policy_from"] == f"{tmp_path}/runs/pretrain-seed2" and options["seed"] == 2
+    assert teacher == "teachers/vgg11-quarter-fashion-mnist.pt" and dataset is None
+    assert variant_settings(transfer, "pretrain", 0, tmp_path)[0] == "teachers/conv4-fashion-mnist.pt"
+    assert variant_seeds(load_experiment("baselines"), "prune") == [0]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("title: x\nvariants: {}\n", "at least one variant"),
+    ("title: x\nkind: nope\n", "kind must be one of"),
+    ("title: x\nvariants: {a: {}}\nseeds: [zero]\n", "seeds must be a list"),
+    ("title: x\nvariants: {a: {}}\ncolour: red\n", "unknown key(s)"),
+])
+def test_a_bad_experiment_file_names_what_is_wrong(tmp_path, text, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        load_experiment(str(write(tmp_path / "bad.yaml", text)))
+
+
+def test_an_unknown_scale_lists_the_scales(in_repo):
+    with pytest.raises(ConfigError, match="no scale 'huge'.*tiny.*paper"):
+        load_experiment("rollouts", "huge")
+
+
+def test_a_bad_search_option_stops_the_experiment_before_any_run(tmp_path):
+    path = write(tmp_path / "e.yaml", "title: x\nteacher: t.pt\nvariants: {a: {}, b: {rollouts: 0}}\n")
+    with pytest.raises(ConfigError, match="variant b"):
+        run_experiment(str(path), out=tmp_path / "out")
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_missing_teacher_without_a_recipe_says_how_to_train_it(tmp_path):
+    path = write(tmp_path / "e.yaml", "title: x\nteacher: nowhere.pt\nvariants: {a: {}}\n")
+    with pytest.raises(ConfigError, match="n2n train-teacher .*--out nowhere.pt"):
+        run_experiment(str(path), out=tmp_path / "out")
+
+
+def test_cli_unknown_experiment_is_one_line_naming_the_known_ones(in_repo, capsys):
+    err = run_error(["experiment", "nope"], capsys)
+    assert "no experiment 'nope'" in err and "baselines" in err
+
+
+def test_the_reward_manifold_is_asymmetric_where_the_naive_one_is_not(in_repo, tmp_path):
+    assert naive_reward(0.9, 0.5) == pytest.approx(naive_reward(0.5, 0.9))
+    assert n2n_reward(0.9, 0.5) < n2n_reward(0.5, 0.9)  # small and inaccurate gets less
+    assert n2n_reward(0.5, 0.9) == pytest.approx(0.75 * 0.9)
+    folder = run_experiment("reward-manifold", out=tmp_path / "m")
+    assert (folder / "manifold.png").stat().st_size > 10_000
+    assert "| 0.9 | 0.5 | 0.495 | 0.450 |" in (folder / "table.md").read_text()
+
+
+RUN_EXPERIMENTS = ["stage-curves", "algorithms", "policy-lr", "rollouts", "transfer", "baselines"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RUN_EXPERIMENTS)
+def test_each_experiment_runs_at_tiny_scale_and_writes_its_table_and_plot(in_repo, tmp_path, fashion_mnist_root,
+                                                                         name):
+    experiment = load_experiment(name, "tiny")
+    folder = run_experiment(name, scale="tiny", out=tmp_path / name, data_dir=fashion_mnist_root, progress=False)
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    expected = sum(len(variant_seeds(experiment, v)) for v in experiment.variants)
+    assert len(rows) == expected and all(row["params"] > 0 for row in rows)
+    table = (folder / "table.md").read_text()
+    for variant in experiment.table or experiment.variants:
+        assert f"| {variant} |" in table
+    assert (folder / "curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_rerun_keeps_finished_runs_and_resumes_none_twice(in_repo, tmp_path, fashion_mnist_root):
+    folder = run_experiment("policy-lr", scale="tiny", out=tmp_path / "lr", data_dir=fashion_mnist_root,
+                            progress=False)
+    summaries = {path: path.stat().st_mtime_ns for path in (folder / "runs").glob("*/summary.json")}
+    assert len(summaries) == 3
+    run_experiment("policy-lr", scale="tiny", out=folder, data_dir=fashion_mnist_root, progress=False)
+    assert {path: path.stat().st_mtime_ns for path in summaries} == summaries
