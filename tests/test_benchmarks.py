@@ -1,0 +1,78 @@
+"""benchmarks/search_cost.py at a tiny size: it measures what its table says, and records it as JSON."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_cost.py"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def load_script():
+    """The script as a module (benchmarks/ is no package); registered first, as its dataclasses need."""
+    if "search_cost" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("search_cost", SCRIPT)
+        sys.modules["search_cost"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["search_cost"])
+    return sys.modules["search_cost"]
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    load_script().main(["--data-dir", str(fashion_mnist_root), "--limit", "600", "--children", "4",
+                        "--reference-epochs", "1", "--executors", "inline,process", "--workers", "1",
+                        "--executor-children", "2", "--repeats", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+
+    scoring = result["scoring"]
+    assert scoring["children"] == len(scoring["rows"]) == 4
+    for key in ("teacher_logit_seconds", "proxy_seconds", "reference_seconds", "cost_ratio", "spearman",
+                "kendall_tau"):
+        assert finite(scoring[key]), key
+    assert -1 <= scoring["spearman"] <= 1 and -1 <= scoring["kendall_tau"] <= 1
+    assert scoring["proxy_seconds"] > scoring["teacher_logit_seconds"] > 0
+    for row in scoring["rows"]:
+        assert row["params"] > 0 and row["proxy_seconds"] > 0 and row["reference_seconds"] > 0
+        assert 0 <= row["proxy_accuracy"] <= 1 and 0 <= row["reference_accuracy"] <= 1
+    assert len({row["name"] for row in scoring["rows"]}) == 4
+
+    executors = result["executors"]["rows"]
+    assert [(row["executor"], row["workers"]) for row in executors] == [("inline", 1), ("process", 1)]
+    assert all(row["children"] == 2 and row["failed"] == 0 and row["candidates_per_minute"] > 0 for row in executors)
+
+    speed = result["throughput"]
+    assert speed["images"] == result["settings"]["train_images"] == 540
+    assert all(finite(speed[key]) and speed[key] > 0
+               for key in ("n2n_images_per_second", "bare_images_per_second", "throughput_ratio"))
+
+    assert result["settings"]["reference"] | {"epochs": 5} == {
+        "loss": "l2", "epochs": 5, "subset": None, "batch_size": 128, "lr": 5e-4, "weight_decay": 5e-4,
+        "temperature": 4.0, "alpha": 0.9, "augment": False, "init": "scratch"}
+    assert result["settings"]["reference_epochs"] == 1 and result["settings"]["proxy"]["subset"] == 15000
+    assert {"platform", "cpu_count", "torch", "device_name"} <= set(result["machine"])
+    assert set(result["targets"]["met"]) == {"cost_ratio", "spearman", "throughput"}
+    printed = capsys.readouterr().out
+    assert "| children | proxy s | reference s |" in printed and "| process | 1 | 2 |" in printed
+
+
+def test_executors_without_ray_are_timed_and_ray_is_named_as_left_out(monkeypatch):
+    script = load_script()
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(script.importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "ray" else real_find_spec(name, *rest))
+    args = script.parse_args(["--executors", "inline,process,ray", "--workers", "1,2"])
+    plans, notes = script.executor_plans(args)
+    assert plans == [("inline", 1), ("process", 1), ("process", 2)]
+    assert len(notes) == 1 and notes[0].startswith("ray: not installed")
