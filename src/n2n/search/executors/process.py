@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from ...distill.data import DistillData
-from .jobs import Job, JobResult, fault_hook, from_bytes, run_attempt, to_bytes
+from .jobs import Job, JobResult, from_bytes, run_attempt, to_bytes
 from .retry import Attempts
 
 def available_cores() -> int:
@@ -104,13 +104,12 @@ class ProcessExecutor:
         if not jobs:
             return []
         self.start()
-        packed, hook = [to_bytes(job) for job in jobs], fault_hook()
         attempts = Attempts(jobs, on_result)
         while attempts.waiting or self.busy():
             for worker in self.pool:
                 if worker.task is None and attempts.waiting:
                     index, attempt = attempts.next()
-                    worker.give(index, attempt, packed[index], hook)
+                    worker.give(index, attempt, attempts.packed[index], attempts.hook)
             for slot, kind, payload in self.answers():
                 index, attempt = self.pool[slot].task
                 self.pool[slot].task = None

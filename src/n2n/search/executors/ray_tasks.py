@@ -15,7 +15,7 @@ import torch
 
 from ...distill.data import DistillData
 from ...errors import N2NError
-from .jobs import Job, JobResult, fault_hook, run_attempt, to_bytes
+from .jobs import Job, JobResult, run_attempt
 from .retry import Attempts
 
 _DATA: dict[str, DistillData] = {}  # in a Ray worker: the search's data, by object id
@@ -66,13 +66,13 @@ class RayExecutor:
         if not jobs:
             return []
         self.start()
-        packed, hook = [to_bytes(job) for job in jobs], fault_hook()
         attempts = Attempts(jobs, on_result)
         running: dict[Any, tuple[int, int]] = {}
         while attempts.waiting or running:
             while attempts.waiting and len(running) < self.workers:
                 index, attempt = attempts.next()
-                ref = self.task.remote(self.data_refs, packed[index], attempt, hook, self.cpus, self.gpus > 0)
+                ref = self.task.remote(self.data_refs, attempts.packed[index], attempt, attempts.hook, self.cpus,
+                                       self.gpus > 0)
                 running[ref] = (index, attempt)
             done, _ = self.ray.wait(list(running), num_returns=1)
             for ref in done:
