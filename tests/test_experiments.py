@@ -121,3 +121,19 @@ def test_a_rerun_keeps_finished_runs_and_resumes_none_twice(in_repo, tmp_path, f
     assert len(summaries) == 3
     run_experiment("policy-lr", scale="tiny", out=folder, data_dir=fashion_mnist_root, progress=False)
     assert {path: path.stat().st_mtime_ns for path in summaries} == summaries
+
+
+def test_the_table_header_names_the_teachers_of_the_rows_it_shows():
+    from n2n.experiments.results import RunRow, teacher_accuracies
+    from n2n.experiments.spec import Experiment
+
+    def row(variant, teacher):
+        return RunRow(variant=variant, seed=0, params=1, compression=1.0, test_accuracy=0.9,
+                      teacher_test_accuracy=teacher, seconds=0.0, children=0, curves={})
+
+    rows = [row("pretrain", 0.924), row("scratch", 0.9106), row("transfer", 0.9106)]
+    transfer = Experiment(name="t", title="t", variants={"pretrain": {}, "scratch": {}, "transfer": {}},
+                          table=["scratch", "transfer"])
+    assert teacher_accuracies(transfer, rows) == [0.9106]
+    everything = Experiment(name="t", title="t", variants={"pretrain": {}, "scratch": {}})
+    assert teacher_accuracies(everything, rows) == [0.9106, 0.924]

@@ -89,17 +89,26 @@ def table_lines(experiment: Experiment, rows: list[RunRow]) -> list[str]:
 
 def write_results(folder: Path, experiment: Experiment, rows: list[RunRow]) -> None:
     """table.md (with the runs listed), results.json (every row and curve) and curves.png."""
-    teacher = next((r.teacher_test_accuracy for r in rows if r.teacher_test_accuracy is not None), None)
     header = [f"# {experiment.title}", ""]
     if experiment.figure:
         header += [f"Reproduces {experiment.figure}.", ""]
-    if teacher is not None:
-        header += [f"Teacher test accuracy: {100 * teacher:.2f}%. Each row: mean ± standard deviation over "
-                   f"its seeds; scale `{experiment.scale}`.", ""]
+    teachers = teacher_accuracies(experiment, rows)
+    if teachers:
+        header += [f"Teacher test accuracy: {' / '.join(f'{100 * t:.2f}%' for t in teachers)}. Each row: mean ± "
+                   f"standard deviation over its seeds; scale `{experiment.scale}`.", ""]
     runs = ["", "Runs (each a run folder with its own report.md):", ""]
     runs += [f"- `runs/{r.variant}-seed{r.seed}`: {r.params:,} params, test accuracy "
-             f"{'-' if r.test_accuracy is None else f'{100 * r.test_accuracy:.2f}%'}" for r in rows]
+             f"{'-' if r.test_accuracy is None else f'{100 * r.test_accuracy:.2f}%'}"
+             f"{'' if r.teacher_test_accuracy is None else f' (teacher {100 * r.teacher_test_accuracy:.2f}%)'}"
+             for r in rows]
     atomic_write_text(folder / "table.md", "\n".join(header + table_lines(experiment, rows) + runs) + "\n")
     atomic_write_text(folder / "results.json", json.dumps(
         {"experiment": experiment.name, "scale": experiment.scale, "rows": [asdict(r) for r in rows]}, indent=1))
     plot_curves(folder / "curves.png", experiment.title, rows)
+
+
+def teacher_accuracies(experiment: Experiment, rows: list[RunRow]) -> list[float]:
+    """The distinct teacher test accuracies of the rows the table shows (runs such as a
+    transfer experiment's pretraining may have searched another teacher)."""
+    shown = set(experiment.table or experiment.variants)
+    return sorted({r.teacher_test_accuracy for r in rows if r.variant in shown and r.teacher_test_accuracy is not None})
