@@ -92,7 +92,7 @@ def replay(stage: ReplayedStage, seed: int) -> list[float]:
     states, mask = stage.view.layer_states(), stage.view.removable_mask()
     means = []
     for epoch in range(cfg.epochs_per_stage):
-        outputs = [policy.act(states, mask, generator=generator) for _ in range(cfg.rollouts)]
+        outputs = [policy.act(states, mask, generator=generator) for _ in range(cfg.stage_rollouts("removal"))]
         rewards = [stage.reward(o.actions.tolist(), epoch) for o in outputs]
         trainer.update(outputs, rewards)
         means.append(sum(rewards) / len(rewards))

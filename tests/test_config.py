@@ -15,6 +15,12 @@ def test_defaults_follow_the_method_page():
     assert config.ratios.count(0.5) == 5 and config.min_width == 10 and config.annealing_horizon == 15
 
 
+def test_a_stage_samples_its_own_rollouts_or_the_searchs():
+    config = from_dict(SearchConfig, {"rollouts": 3, "removal_policy": {"rollouts": 10}}).validate()
+    assert config.stage_rollouts("removal") == 10 and config.stage_rollouts("shrinkage") == 3
+    assert config.stage_policy("shrinkage") is config.shrink_policy
+
+
 def test_yaml_round_trip(tmp_path):
     config = from_dict(SearchConfig, {"rollouts": 3, "shrink_policy": {"lr": 0.05}, "proxy": {"epochs": 2}})
     path = tmp_path / "c.yaml"
@@ -34,6 +40,8 @@ def test_unknown_option_is_named():
 @pytest.mark.parametrize("changes, word", [
     ({"stages": ("pruning",)}, "pruning"), ({"algorithm": "ppo"}, "algorithm"), ({"init": "random"}, "init"),
     ({"rollouts": 0}, "rollouts"), ({"min_accuracy": 90}, "fraction"), ({"ratios": (0.5, 1.5)}, "ratios"),
+    ({"removal_policy": {"rollouts": 0}}, "removal_policy.rollouts"),
+    ({"shrink_policy": {"rollouts": 2.5}}, "shrink_policy.rollouts"),
 ])
 def test_invalid_values(changes, word):
     with pytest.raises(ConfigError, match=word):

@@ -85,6 +85,23 @@ def test_removal_starts_with_moderate_remove_probability():
     assert policy.act(states).entropy.item() == pytest.approx(bernoulli_entropy, abs=0.01)
 
 
+def test_removal_reads_each_layer_relative_to_the_network():
+    policy = make_policy("removal")
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))  # weights that tell layers apart
+    states = torch.rand(1, 6, STATE_DIM)
+    states[..., 0] = 1.0  # a feature every layer shares adds nothing
+    logits, _ = policy(states)
+    # the same network measured in other units (feature scaled and shifted) looks the same
+    assert torch.allclose(policy(3.0 * states + 0.5)[0], logits, atol=1e-4)
+    raw = make_policy("removal", standardise=False)
+    raw.load_state_dict(policy.state_dict())
+    assert not torch.allclose(raw(3.0 * states + 0.5)[0], raw(states)[0], atol=1e-4)
+    one_layer, _ = policy(states[:, :1])
+    assert torch.isfinite(one_layer).all()
+
+
 def test_shrink_starts_near_uniform_and_favours_halving():
     policy = make_policy("shrink")
     assert policy.ratios == DEFAULT_RATIOS and DEFAULT_RATIOS.count(0.5) == 5

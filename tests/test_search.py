@@ -2,6 +2,8 @@
 actor-critic, policy transfer and determinism, on tiny teachers and synthetic images."""
 from __future__ import annotations
 
+from collections import Counter
+
 import copy
 from pathlib import Path
 
@@ -140,6 +142,14 @@ def test_two_stage_search_writes_one_record_per_rollout_and_epoch(monkeypatch):
     assert all(r.params < first.best.params for r in cands if r.stage == "shrinkage" and r.valid)
     assert [step["op"] for step in second.rewrites] == ["remove", "shrink"]
     assert second.rewrites[0] == first.rewrites[0]
+
+
+def test_a_stage_with_its_own_rollouts_samples_that_many_children_per_epoch():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    search, _ = run_search(teacher, train, val, epochs_per_stage=2, rollouts=2, removal_policy={"rollouts": 4})
+    per_epoch = Counter((r.stage, r.epoch) for r in candidates(search.history))
+    assert per_epoch == {("removal", 0): 4, ("removal", 1): 4, ("shrinkage", 0): 2, ("shrinkage", 1): 2}
 
 
 def test_stage_rewrites_rebuild_the_best_child_from_a_fresh_teacher():

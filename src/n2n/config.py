@@ -24,6 +24,10 @@ class PolicyConfig:
     hidden_size: int
     num_layers: int = 2
     lr: float = 0.003
+    # children sampled per policy epoch of this stage (None: the search's `rollouts`);
+    # the removal stage of a small teacher has few distinct children, so once the cache
+    # holds them more rollouts cost policy steps only
+    rollouts: int | None = None
 
 
 @dataclass
@@ -72,6 +76,10 @@ class SearchConfig:
         for name in ("epochs_per_stage", "rollouts", "min_width"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
+        for name in ("removal_policy", "shrink_policy"):
+            rollouts = getattr(self, name).rollouts
+            if rollouts is not None and (isinstance(rollouts, bool) or not isinstance(rollouts, int) or rollouts < 1):
+                raise ConfigError(f"{name}.rollouts must be a whole number of at least 1, got {rollouts!r}")
         for name in ("max_params", "max_flops"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -88,6 +96,14 @@ class SearchConfig:
         if not 0 < self.student_width <= 1:
             raise ConfigError(f"student-width is a width multiplier in (0, 1], got {self.student_width}")
         return self
+
+    def stage_policy(self, stage: str) -> PolicyConfig:
+        """The policy settings of stage `stage` ("removal" or "shrinkage")."""
+        return self.removal_policy if stage == "removal" else self.shrink_policy
+
+    def stage_rollouts(self, stage: str) -> int:
+        """Children sampled per policy epoch of stage `stage`."""
+        return self.stage_policy(stage).rollouts or self.rollouts
 
     def check_executor(self) -> None:
         if self.executor not in EXECUTORS:

@@ -309,7 +309,7 @@ def _config_section(run: RunData) -> str:
         ("seed", cfg.get("seed")),
         ("stages", ", ".join(cfg.get("stages") or []) or None),
         ("policy epochs per stage", cfg.get("epochs_per_stage")),
-        ("rollouts per epoch", cfg.get("rollouts")),
+        ("rollouts per epoch", _rollouts(cfg)),
         ("algorithm", cfg.get("algorithm")),
         ("child weights", cfg.get("init")),
         ("constraints", ", ".join(limits) or "none"),
@@ -320,6 +320,15 @@ def _config_section(run: RunData) -> str:
     table = ["| setting | value |", "|---|---|"]
     table += [f"| {name} | {value} |" for name, value in settings if value is not None]
     return "## Settings\n\n" + "\n".join(table)
+
+
+def _rollouts(cfg: dict) -> str | None:
+    """'5', or '5 (removal 10)' where a stage samples its own number."""
+    own = [f"{stage} {(cfg.get(key) or {}).get('rollouts')}" for stage, key in
+           (("removal", "removal_policy"), ("shrinkage", "shrink_policy")) if (cfg.get(key) or {}).get("rollouts")]
+    if cfg.get("rollouts") is None:
+        return None
+    return f"{cfg['rollouts']}" + (f" ({', '.join(own)})" if own else "")
 
 
 _PLOT_TITLES = {"accuracy_vs_params.png": "Accuracy against parameters",

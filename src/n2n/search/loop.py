@@ -30,7 +30,7 @@ from .executors import Job, JobResult, make_executor
 from .records import CandidateRecord, EpochRecord, TeacherRecord
 from .reinforce import PolicyTrainer
 from .reward import INVALID_REWARD, Constraints, reward
-from .stages import Stage, make_stage, policy_lr
+from .stages import Stage, make_stage
 from .state import ResumePoint, SearchStore, candidate_key, weights_of
 
 log = logging.getLogger(__name__)
@@ -151,16 +151,17 @@ class Search:
         # run builds the same policy whatever it did (or skipped) before this stage
         torch.manual_seed(cfg.seed * 7919 + index)
         policy = self.initial_policy(stage)
-        trainer = PolicyTrainer(policy, lr=policy_lr(stage.name, cfg), algorithm=cfg.algorithm,
+        trainer = PolicyTrainer(policy, lr=cfg.stage_policy(stage.name).lr, algorithm=cfg.algorithm,
                                 baseline_decay=cfg.baseline_decay, entropy_coef=cfg.entropy_coef)
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + index)
         result = StageResult(stage.name, cfg.epochs_per_stage, 0, policy)
         first_epoch = self.restore_stage(index, parent, rewrites, trainer, generator, result)
-        bar = tqdm(total=cfg.epochs_per_stage * cfg.rollouts, initial=first_epoch * cfg.rollouts,
+        rollouts = cfg.stage_rollouts(stage.name)
+        bar = tqdm(total=cfg.epochs_per_stage * rollouts, initial=first_epoch * rollouts,
                    desc=f"stage {index + 1} {stage.name}", unit="child", disable=not self.progress)
         for epoch in range(first_epoch, cfg.epochs_per_stage):
             started = time.perf_counter()
-            outputs = [stage.sample(policy, view, generator) for _ in range(cfg.rollouts)]
+            outputs = [stage.sample(policy, view, generator) for _ in range(rollouts)]
             children = [self.make_child(stage, index, parent, view, output.actions, epoch, rollout)
                         for rollout, output in enumerate(outputs)]
             records = self.score_epoch(children, result, rewrites, bar)

@@ -67,7 +67,3 @@ class ShrinkStage:
 
 def make_stage(name: str, config: SearchConfig) -> Stage:
     return RemovalStage(config) if name == "removal" else ShrinkStage(config)
-
-
-def policy_lr(name: str, config: SearchConfig) -> float:
-    return (config.removal_policy if name == "removal" else config.shrink_policy).lr
