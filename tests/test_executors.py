@@ -14,7 +14,7 @@ from n2n.config import SearchConfig, from_dict
 from n2n.distill.data import DistillData
 from n2n.errors import ConfigError
 from n2n.models import create_model
-from n2n.search.executors import KILL_HOOK, Job
+from n2n.search.executors import KILL_HOOK, Job, choose_executor
 from n2n.search.executors import process as process_executor
 from n2n.search.executors.retry import Attempts, WorkerError
 from n2n.search.loop import Search
@@ -145,12 +145,37 @@ def test_an_error_in_the_training_itself_stops_the_search_as_inline():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"executor": "threads"}, "--executor must be one of inline, process, ray"),
+    ({"executor": "threads"}, "--executor must be one of auto, inline, process, ray"),
     ({"executor": "process", "workers": 0}, "--workers must be a whole number of at least 1"),
 ])
 def test_executor_options_are_checked(options, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(SearchConfig, options).validate()
+
+
+def test_auto_trains_inline_on_one_device_and_in_workers_to_fill_several(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_executor("auto", 1, cpu)[:2] == ("inline", 1)
+    assert choose_executor("auto", 3, cpu)[:2] == ("process", 3)
+    assert choose_executor("ray", 2, cpu)[:2] == ("ray", 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert choose_executor("auto", 1, cuda)[:2] == ("process", 4)
+    assert choose_executor("auto", 8, cuda)[:2] == ("process", 8)
+    assert choose_executor("auto", 1, cpu)[:2] == ("inline", 1)  # GPUs the run does not use do not count
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert choose_executor("auto", 1, cuda)[:2] == ("inline", 1)
+
+
+def test_workers_take_the_gpus_in_turn():
+    assert process_executor.worker_devices("cuda", 3, gpus=2) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert process_executor.worker_devices("cuda:0", 2, gpus=4) == ["cuda:0", "cuda:1"]
+    assert process_executor.worker_devices("cpu", 2, gpus=0) == ["cpu", "cpu"]
+
+
+def test_the_search_logs_where_its_children_train(caplog):
+    with caplog.at_level(logging.INFO, logger="n2n.search.loop"):
+        search(epochs_per_stage=1, rollouts=1)
+    assert any("children train on the inline executor" in m and "auto: one device" in m for m in caplog.messages)
 
 
 def test_ray_without_ray_installed_is_one_clear_line(tmp_path, monkeypatch, capsys):

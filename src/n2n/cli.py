@@ -191,10 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--init", choices=["inherit", "scratch"], help="children keep teacher weights or start fresh")
     comp.add_argument("--policy-from", help="run folder or policy file to start the policies from (transfer)")
     comp.add_argument("--seed", type=int)
-    comp.add_argument("--executor", choices=["inline", "process", "ray"],
-                      help="where children train: inline (default, one after another), process (local worker "
-                           "processes), ray (a Ray cluster, or a local Ray instance)")
-    comp.add_argument("--workers", type=int, help="--executor process or ray: children trained at once (default 1)")
+    comp.add_argument("--executor", choices=["auto", "inline", "process", "ray"],
+                      help="where children train: auto (default: process with one worker per GPU on several "
+                           "GPUs or with --workers above 1, else inline), inline (one after another in this "
+                           "process), process (local worker processes), ray (a Ray cluster, or a local Ray "
+                           "instance)")
+    comp.add_argument("--workers", type=int, help="children trained at once by the process or ray executor (default 1)")
     comp.add_argument("--ray-address", help="--executor ray: the cluster to join (default: start a local instance)")
     comp.add_argument("--config", help="YAML file of search options (flags override it)")
     comp.add_argument("--force", action="store_true", help="overwrite an existing run folder")

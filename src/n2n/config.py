@@ -13,6 +13,7 @@ from .errors import ConfigError
 
 STAGES = ("removal", "shrinkage")
 EXECUTORS = ("inline", "process", "ray")  # where children train: see n2n.search.executors
+EXECUTOR_CHOICES = ("auto", *EXECUTORS)  # auto: n2n.search.executors.choose_executor
 # n2n: the two-stage policy search; random: the same search without policy updates;
 # uniform, prune, kd: the baselines of n2n.baselines
 METHODS = ("n2n", "random", "uniform", "prune", "kd")
@@ -54,7 +55,7 @@ class SearchConfig:
     proxy: DistillConfig = field(default_factory=lambda: DistillConfig(lr=5e-3))
     final: DistillConfig = field(default_factory=lambda: DistillConfig(epochs=5, subset=None))
     policy_from: str | None = None
-    executor: str = "inline"
+    executor: str = "auto"
     workers: int = 1  # worker processes, or Ray tasks at once
     ray_address: str | None = None  # None: a local Ray instance
     # --method kd: the hand-picked student, a zoo model (default: the teacher's own) at this width
@@ -106,8 +107,8 @@ class SearchConfig:
         return self.stage_policy(stage).rollouts or self.rollouts
 
     def check_executor(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.executor not in EXECUTOR_CHOICES:
+            raise ConfigError(f"--executor must be one of {', '.join(EXECUTOR_CHOICES)}, got {self.executor!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ConfigError(f"--workers must be a whole number of at least 1, got {self.workers!r}")
         if self.ray_address is not None and not isinstance(self.ray_address, str):

@@ -26,7 +26,7 @@ from ..errors import ConfigError, N2NError
 from ..report.run_folder import policy_for_stage
 from ..training import accuracy
 from .cache import Score, ScoreCache
-from .executors import Job, JobResult, make_executor
+from .executors import Job, JobResult, choose_executor, make_executor
 from .records import CandidateRecord, EpochRecord, TeacherRecord
 from .reinforce import PolicyTrainer
 from .reward import INVALID_REWARD, Constraints, reward
@@ -99,10 +99,11 @@ class Search:
         self.proxy_data = data.subset(config.proxy.subset, config.seed)
         self.proxy = replace(config.proxy, subset=None)
         # the inline executor distils with this module's `distill`, so a test can watch every child
-        self.executor = make_executor(config.executor, self.proxy_data, workers=config.workers,
+        choice = choose_executor(config.executor, config.workers, data.train_images.device)
+        self.executor = make_executor(choice.name, self.proxy_data, workers=choice.workers,
                                       ray_address=config.ray_address, train=distill)
-        log.info("children train on the %s", self.executor.describe())
-        if config.executor == "inline" and config.workers > 1:
+        log.info("children train on the %s (%s)", self.executor.describe(), choice.why)
+        if choice.name == "inline" and config.workers > 1:
             log.warning("--workers %d is ignored by the inline executor: choose --executor process or ray",
                         config.workers)
         self.on_record = on_record or (lambda record: None)

@@ -4,7 +4,9 @@ one result per job, in order; a result depends only on its job, seed included.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
+
+import torch
 
 from ...distill.data import DistillData
 from ...distill.trainer import distill
@@ -23,6 +25,28 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+class ExecutorChoice(NamedTuple):
+    name: str
+    workers: int
+    why: str
+
+
+def choose_executor(name: str, workers: int, device: torch.device) -> ExecutorChoice:
+    """What `--executor auto` means on `device`: worker processes where there is more than
+    one device to fill (several GPUs) or where more than one worker was asked for, else the
+    inline executor. On one device the inline executor is the faster: torch already spreads
+    one child's training over every core, and workers only split the cores between them and
+    pay for their start (benchmarks/search_cost.py measures both; see docs/RESULTS.md)."""
+    if name != "auto":
+        return ExecutorChoice(name, workers, "as asked")
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if gpus > 1:
+        return ExecutorChoice("process", max(workers, gpus), f"auto: {gpus} GPUs, a worker process (at least) per GPU")
+    if workers > 1:
+        return ExecutorChoice("process", workers, f"auto: --workers {workers} asks for children side by side")
+    return ExecutorChoice("inline", 1, "auto: one device, which one child's training already fills")
+
+
 def make_executor(name: str, data: DistillData, *, workers: int = 1, ray_address: str | None = None,
                   train: Callable[..., Any] = distill) -> Executor:
     """The executor `name` over `data`. Local workers start with the first jobs; Ray connects at
@@ -39,4 +63,4 @@ def make_executor(name: str, data: DistillData, *, workers: int = 1, ray_address
     return InlineExecutor(data, train)
 
 
-__all__ = ["KILL_HOOK", "Executor", "Job", "JobResult", "make_executor"]
+__all__ = ["KILL_HOOK", "Executor", "ExecutorChoice", "Job", "JobResult", "choose_executor", "make_executor"]

@@ -22,6 +22,14 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def worker_devices(device: str, workers: int, gpus: int) -> list[str]:
+    """The device of each worker: GPUs in turn (a GPU each, or a share of one when there are
+    more workers than GPUs); on the CPU, the CPU."""
+    if not device.startswith("cuda") or gpus < 1:
+        return [device] * workers
+    return [f"cuda:{slot % gpus}" for slot in range(workers)]
+
+
 def serve(connection: Connection, device: str, threads: int) -> None:
     """A worker process: receive the data once, then answer each (job, attempt, fault hook) until None."""
     torch.set_num_threads(threads)
@@ -93,12 +101,16 @@ class ProcessExecutor:
     def __init__(self, data: DistillData, workers: int, threads: int | None = None) -> None:
         self.workers = workers
         self.threads = threads or max(1, available_cores() // workers)
-        self.data, self.device = data, str(data.train_images.device)
+        self.data = data
+        device = str(data.train_images.device)
+        gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+        self.devices = worker_devices(device, workers, gpus)
         self.pool: list[Worker] = []
         self.context = multiprocessing.get_context("spawn")
 
     def describe(self) -> str:
-        return f"process executor ({self.workers} worker processes, {self.threads} torch threads each)"
+        return (f"process executor ({self.workers} worker processes, {self.threads} torch threads each, "
+                f"on {', '.join(sorted(set(self.devices)))})")
 
     def run(self, jobs: list[Job], on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
         if not jobs:
@@ -134,15 +146,13 @@ class ProcessExecutor:
         # the data travel once per worker, as bytes: no shared-memory tensor handles to keep alive;
         # sent once every worker is starting, so that they import torch side by side
         self.data_bytes = to_bytes(self.data)
-        starting = [Worker(self.context, self.device, self.threads) for _ in range(self.workers)]
+        starting = [Worker(self.context, device, self.threads) for device in self.devices]
         self.pool = [worker.load(self.data_bytes) for worker in starting]
 
-    def spawn(self) -> Worker:
-        return Worker(self.context, self.device, self.threads).load(self.data_bytes)
-
     def replace(self, slot: int) -> None:
+        """A fresh worker on the dead one's device."""
         self.pool[slot].stop()
-        self.pool[slot] = self.spawn()
+        self.pool[slot] = Worker(self.context, self.devices[slot], self.threads).load(self.data_bytes)
 
     def close(self) -> None:
         for worker in self.pool:
