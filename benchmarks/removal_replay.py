@@ -78,7 +78,7 @@ class ReplayedStage:
         cfg = self.config
         return reward(student_params=params, teacher_params=self.teacher_params, student_acc=acc,
                       teacher_acc=self.teacher_acc, constraints=Constraints(cfg.max_params, None, cfg.min_accuracy),
-                      policy_epoch=epoch, horizon=cfg.annealing_horizon)
+                      policy_epoch=epoch, horizon=cfg.stage_horizon("removal"))
 
 
 def replay(stage: ReplayedStage, seed: int) -> list[float]:

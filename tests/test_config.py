@@ -19,6 +19,8 @@ def test_a_stage_samples_its_own_rollouts_or_the_searchs():
     config = from_dict(SearchConfig, {"rollouts": 3, "removal_policy": {"rollouts": 10}}).validate()
     assert config.stage_rollouts("removal") == 10 and config.stage_rollouts("shrinkage") == 3
     assert config.stage_policy("shrinkage") is config.shrink_policy
+    hard_removal = from_dict(SearchConfig, {"removal_policy": {"annealing_horizon": 0}})
+    assert hard_removal.stage_horizon("removal") == 0 and hard_removal.stage_horizon("shrinkage") == 15
 
 
 def test_yaml_round_trip(tmp_path):

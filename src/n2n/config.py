@@ -29,6 +29,8 @@ class PolicyConfig:
     # the removal stage of a small teacher has few distinct children, so once the cache
     # holds them more rollouts cost policy steps only
     rollouts: int | None = None
+    # epochs over which this stage's constraints harden (None: the search's annealing_horizon)
+    annealing_horizon: int | None = None
 
 
 @dataclass
@@ -105,6 +107,11 @@ class SearchConfig:
     def stage_rollouts(self, stage: str) -> int:
         """Children sampled per policy epoch of stage `stage`."""
         return self.stage_policy(stage).rollouts or self.rollouts
+
+    def stage_horizon(self, stage: str) -> int:
+        """Policy epochs over which the constraints of stage `stage` harden (0: hard at once)."""
+        own = self.stage_policy(stage).annealing_horizon
+        return self.annealing_horizon if own is None else own
 
     def check_executor(self) -> None:
         if self.executor not in EXECUTOR_CHOICES:

@@ -36,7 +36,7 @@ def score_one(search: Search, name: str, index: int, proposal: Proposal, result:
     result.candidates += 1
     record.params, record.flops, record.val_accuracy = score.params, score.flops, score.val_accuracy
     record.seconds = score.seconds
-    record.reward = search.reward_of(score, search.config.annealing_horizon)
+    record.reward = search.hard_reward(record)
     if search.is_better(record, result):
         result.best, result.best_child = record, rewrite.child
         result.rewrites = [rewrite.step] if rewrite.step is not None else []

@@ -291,7 +291,7 @@ class Search:
             result.candidates += 1
             record.seconds = score.seconds
         record.params, record.flops, record.val_accuracy = score.params, score.flops, score.val_accuracy
-        record.reward = self.reward_of(score, record.epoch)
+        record.reward = self.reward_of(score, record.epoch, self.config.stage_horizon(record.stage))
         if not record.cached and self.is_better(record, result):
             self.keep_best(record, child, result, rewrites + [child.step], trained)
         return self.emit(record)
@@ -342,23 +342,22 @@ class Search:
             raise N2NError(f"could not train {child.name} again to recover its weights: {outcome.error}")
         return outcome.weights
 
-    def reward_of(self, score: Score, epoch: int) -> float:
+    def reward_of(self, score: Score, epoch: int, horizon: int) -> float:
         teacher = self.teacher_stats
         return reward(student_params=score.params, teacher_params=teacher.params, student_acc=score.val_accuracy,
                       teacher_acc=teacher.val_accuracy, student_flops=score.flops, constraints=self.constraints,
-                      policy_epoch=epoch, horizon=self.config.annealing_horizon)
+                      policy_epoch=epoch, horizon=horizon)
+
+    def hard_reward(self, record: CandidateRecord) -> float:
+        """The reward of a scored child with every constraint hard, as after annealing."""
+        return self.reward_of(Score(record.val_accuracy, record.params, record.flops, 0.0), 0, horizon=0)
 
     def is_better(self, record: CandidateRecord, result: StageResult) -> bool:
         """The best child meets every constraint (hard, as after annealing) and has the highest reward."""
-        final = self.reward_of(Score(record.val_accuracy, record.params, record.flops, 0.0),
-                               self.config.annealing_horizon)
+        final = self.hard_reward(record)
         if final <= INVALID_REWARD:
             return False
-        if result.best is None:
-            return True
-        best = result.best
-        return final > self.reward_of(Score(best.val_accuracy, best.params, best.flops, 0.0),
-                                      self.config.annealing_horizon)
+        return result.best is None or final > self.hard_reward(result.best)
 
     def candidate_seed(self, stage_index: int, epoch: int, rollout: int) -> int:
         return self.config.seed * 1_000_003 + stage_index * 100_003 + epoch * 101 + rollout
