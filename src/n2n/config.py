@@ -80,12 +80,14 @@ class SearchConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
         for name in ("removal_policy", "shrink_policy"):
-            rollouts = getattr(self, name).rollouts
-            if rollouts is not None and (isinstance(rollouts, bool) or not isinstance(rollouts, int) or rollouts < 1):
-                raise ConfigError(f"{name}.rollouts must be a whole number of at least 1, got {rollouts!r}")
+            own = getattr(self, name)
+            for field_name, least in (("rollouts", 1), ("annealing_horizon", 0)):
+                value = getattr(own, field_name)
+                if value is not None and not is_whole_number(value, least):
+                    raise ConfigError(f"{name}.{field_name} must be a whole number of at least {least}, got {value!r}")
         for name in ("max_params", "max_flops"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            if value is not None and not is_whole_number(value, 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
         if self.min_accuracy is not None and (
             not isinstance(self.min_accuracy, (int, float)) or not 0 <= self.min_accuracy <= 1
@@ -116,12 +118,17 @@ class SearchConfig:
     def check_executor(self) -> None:
         if self.executor not in EXECUTOR_CHOICES:
             raise ConfigError(f"--executor must be one of {', '.join(EXECUTOR_CHOICES)}, got {self.executor!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+        if not is_whole_number(self.workers, 1):
             raise ConfigError(f"--workers must be a whole number of at least 1, got {self.workers!r}")
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise ConfigError(f"--ray-address must be an address (host:port or ray://host:port), got {self.ray_address!r}")
         if self.executor == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("--executor ray needs Ray: pip install 'n2n[ray]'")
+
+
+def is_whole_number(value: Any, least: int) -> bool:
+    """An int (not a bool, which Python counts as one) of at least `least`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def to_dict(config: Any) -> dict[str, Any]:

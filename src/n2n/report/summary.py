@@ -324,11 +324,12 @@ def _config_section(run: RunData) -> str:
 
 def _rollouts(cfg: dict) -> str | None:
     """'5', or '5 (removal 10)' where a stage samples its own number."""
-    own = [f"{stage} {(cfg.get(key) or {}).get('rollouts')}" for stage, key in
-           (("removal", "removal_policy"), ("shrinkage", "shrink_policy")) if (cfg.get(key) or {}).get("rollouts")]
     if cfg.get("rollouts") is None:
         return None
-    return f"{cfg['rollouts']}" + (f" ({', '.join(own)})" if own else "")
+    own = [(stage, (cfg.get(key) or {}).get("rollouts")) for stage, key in
+           (("removal", "removal_policy"), ("shrinkage", "shrink_policy"))]
+    named = [f"{stage} {count}" for stage, count in own if count]
+    return f"{cfg['rollouts']}" + (f" ({', '.join(named)})" if named else "")
 
 
 _PLOT_TITLES = {"accuracy_vs_params.png": "Accuracy against parameters",

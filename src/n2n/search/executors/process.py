@@ -102,9 +102,7 @@ class ProcessExecutor:
         self.workers = workers
         self.threads = threads or max(1, available_cores() // workers)
         self.data = data
-        device = str(data.train_images.device)
-        gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
-        self.devices = worker_devices(device, workers, gpus)
+        self.devices = worker_devices(str(data.train_images.device), workers, torch.cuda.device_count())
         self.pool: list[Worker] = []
         self.context = multiprocessing.get_context("spawn")
 
