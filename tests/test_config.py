@@ -44,6 +44,7 @@ def test_unknown_option_is_named():
     ({"rollouts": 0}, "rollouts"), ({"min_accuracy": 90}, "fraction"), ({"ratios": (0.5, 1.5)}, "ratios"),
     ({"removal_policy": {"rollouts": 0}}, "removal_policy.rollouts"),
     ({"shrink_policy": {"rollouts": 2.5}}, "shrink_policy.rollouts"),
+    ({"removal_policy": {"annealing_horizon": -1}}, "removal_policy.annealing_horizon"),
 ])
 def test_invalid_values(changes, word):
     with pytest.raises(ConfigError, match=word):

@@ -196,6 +196,14 @@ def test_report_shows_the_summary_numbers(run_dir: Path) -> None:
     assert "did not finish" not in text
 
 
+def test_report_names_a_stage_that_samples_its_own_rollouts(run_dir: Path) -> None:
+    assert "| rollouts per epoch | 3 |" in write_report(run_dir).read_text()
+    summary = summary_json()
+    summary["config"]["removal_policy"] = {"lr": 0.02, "rollouts": 20}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert "| rollouts per epoch | 3 (removal 20) |" in write_report(run_dir).read_text()
+
+
 def test_rebuild_from_a_copied_metrics_file_alone(run_dir: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()

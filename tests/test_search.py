@@ -152,6 +152,20 @@ def test_a_stage_with_its_own_rollouts_samples_that_many_children_per_epoch():
     assert per_epoch == {("removal", 0): 4, ("removal", 1): 4, ("shrinkage", 0): 2, ("shrinkage", 1): 2}
 
 
+def test_each_stage_hardens_its_constraints_on_its_own_horizon():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    # no child reaches the teacher's accuracy of 1, so every valid child breaks the floor
+    search, _ = run_search(teacher, train, val, epochs_per_stage=1, rollouts=4, min_accuracy=1.0,
+                           annealing_horizon=15, removal_policy={"annealing_horizon": 0})
+    violating = [r for r in candidates(search.history) if r.valid and r.val_accuracy < 1.0]
+    removal = [r.reward for r in violating if r.stage == "removal"]
+    shrinkage = [r.reward for r in violating if r.stage == "shrinkage"]
+    assert removal and shrinkage
+    assert all(reward == -1.0 for reward in removal)  # hard from the first epoch
+    assert all(reward > -1.0 for reward in shrinkage)  # still soft in epoch 0 of 15
+
+
 def test_stage_rewrites_rebuild_the_best_child_from_a_fresh_teacher():
     teacher = conv4_teacher()
     train, val = labelled_by(teacher)
