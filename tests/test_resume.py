@@ -80,8 +80,12 @@ def kill_after(paths: dict[str, Path], out: Path, candidates: int) -> list[dict]
     return candidate_lines(out)
 
 
+PLACEMENT = {"executor", "workers", "ray_address"}  # where children trained: no part of the result
+
+
 def comparable(summary: dict) -> dict:
-    return {key: value for key, value in summary.items() if key != "search_seconds"}
+    config = {key: value for key, value in summary["config"].items() if key not in PLACEMENT}
+    return {key: value for key, value in summary.items() if key != "search_seconds"} | {"config": config}
 
 
 def assert_same_result(run: Path, reference: Path) -> None:
@@ -132,3 +136,28 @@ def test_resume_refuses_a_folder_without_a_run_and_a_finished_run(setting, tmp_p
     assert "no run to resume" in capsys.readouterr().err
     assert main(["compress", "--resume", str(setting["reference"])]) == 2
     assert "finished already" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_resumed_run_may_train_its_children_elsewhere(setting, tmp_path):
+    out = tmp_path / "run"
+    kill_after(setting, out, 5)
+    started_with = (out / "config.yaml").read_text()
+    result = run_cli(["compress", "--resume", str(out), "--executor", "process", "--workers", "2"])
+    assert result.returncode == 0, result.stderr
+    assert "children train on the process executor" in result.stderr
+    assert_same_result(out, setting["reference"])
+    assert (out / "config.yaml").read_text() == started_with  # what the run started with stays on record
+    config = json.loads((out / "summary.json").read_text())["config"]
+    assert (config["executor"], config["workers"]) == ("process", 2)  # what it finished with, in the summary
+
+
+def test_resume_refuses_options_that_would_change_the_search(setting, capsys):
+    finished = setting["reference"] / "summary.json"
+    before = finished.read_bytes()
+    assert main(["compress", "--resume", str(setting["reference"]), "--epochs-per-stage", "5",
+                 "--teacher", str(setting["teacher"])]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs-per-stage, --teacher cannot change" in err and "only --executor" in err
+    assert len(err.strip().splitlines()) == 1
+    assert finished.read_bytes() == before

@@ -70,27 +70,53 @@ def cmd_compress(args: argparse.Namespace) -> None:
     from .run import compress_checkpoint
 
     if args.resume:
-        from .run import resume_run
-
-        print_summary(resume_run(args.resume, progress=not args.quiet, tensorboard=args.tensorboard).summary,
-                      args.resume)
+        resume_compression(args)
         return
     if not args.teacher or not args.out:
         raise N2NError("compress needs --teacher and --out (or --resume RUN_FOLDER)")
     config = from_dict(SearchConfig, load_yaml(args.config), str(args.config)) if args.config else SearchConfig()
-    overrides = {key: value for key, value in {
-        "stages": args.stages,
-        "epochs_per_stage": args.epochs_per_stage, "rollouts": args.rollouts, "algorithm": args.algorithm,
-        "max_params": args.max_params, "max_flops": args.max_flops, "min_accuracy": args.min_accuracy,
-        "init": args.init, "policy_from": args.policy_from, "seed": args.seed,
-        "executor": args.executor, "workers": args.workers, "ray_address": args.ray_address,
-        "method": args.method, "student_model": args.student_model, "student_width": args.student_width,
-    }.items() if value is not None}
-    config = from_dict(SearchConfig, overrides, "options", base=config)
+    config = from_dict(SearchConfig, {**search_options(args), **placement_options(args)}, "options", base=config)
     result = compress_checkpoint(args.teacher, args.out, config, dataset=args.dataset, data_dir=args.data_dir,
                                  device=args.device, limit=args.limit, force=args.force, progress=not args.quiet,
                                  tensorboard=args.tensorboard)
     print_summary(result.summary, args.out)
+
+
+def search_options(args: argparse.Namespace) -> dict:
+    """The compress flags given that decide what the search does."""
+    return given({
+        "stages": args.stages,
+        "epochs_per_stage": args.epochs_per_stage, "rollouts": args.rollouts, "algorithm": args.algorithm,
+        "max_params": args.max_params, "max_flops": args.max_flops, "min_accuracy": args.min_accuracy,
+        "init": args.init, "policy_from": args.policy_from, "seed": args.seed,
+        "method": args.method, "student_model": args.student_model, "student_width": args.student_width,
+    })
+
+
+def placement_options(args: argparse.Namespace) -> dict:
+    """The compress flags given that only decide where children train."""
+    return given({"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address})
+
+
+def given(options: dict) -> dict:
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def resume_compression(args: argparse.Namespace) -> None:
+    """Continue a run as it was set up; only where its children train may change (another machine, a cluster)."""
+    from .run import resume_run
+
+    fixed = [f"--{name.replace('_', '-')}" for name in search_options(args)]
+    fixed += [flag for flag, value in (("--teacher", args.teacher), ("--out", args.out), ("--config", args.config),
+                                       ("--dataset", args.dataset), ("--data-dir", args.data_dir),
+                                       ("--limit", args.limit), ("--device", args.device),
+                                       ("--force", args.force or None)) if value is not None]
+    if fixed:
+        raise N2NError(f"--resume continues the run as it was set up, so {', '.join(fixed)} cannot change; "
+                       "only --executor, --workers and --ray-address can")
+    result = resume_run(args.resume, placement=placement_options(args), progress=not args.quiet,
+                        tensorboard=args.tensorboard)
+    print_summary(result.summary, args.resume)
 
 
 def print_summary(summary: dict, out: str) -> None:
@@ -200,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--ray-address", help="--executor ray: the cluster to join (default: start a local instance)")
     comp.add_argument("--config", help="YAML file of search options (flags override it)")
     comp.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    comp.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run that was stopped or killed")
+    comp.add_argument("--resume", metavar="RUN_FOLDER",
+                      help="continue a run that was stopped or killed (with --executor, --workers or "
+                           "--ray-address: its children train elsewhere from now on)")
     comp.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars to RUN/tensorboard")
     add_data_options(comp)
     comp.set_defaults(func=cmd_compress)

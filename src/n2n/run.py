@@ -63,15 +63,20 @@ def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: Searc
     return execute(folder, teacher, data, config, device, progress, resume=None, tensorboard=tensorboard)
 
 
-def resume_run(out: str | Path, *, progress: bool = True, tensorboard: bool = False) -> CompressionResult:
-    """Continue the run in folder `out` after it was killed: nothing already scored is trained again."""
+def resume_run(out: str | Path, *, placement: dict[str, Any] | None = None, progress: bool = True,
+               tensorboard: bool = False) -> CompressionResult:
+    """Continue the run in folder `out` after it was killed: nothing already scored is trained again.
+
+    `placement` (executor, workers, ray_address) moves the children's training elsewhere, which
+    changes no score; config.yaml keeps what the run started with."""
     folder = RunFolder(out)
     if not (folder.root / "config.yaml").is_file():
         raise N2NError(f"{folder.root} holds no run to resume (no config.yaml): start one without --resume")
     if (folder.root / "summary.json").is_file():
         raise N2NError(f"the run in {folder.root} has finished already (see its summary.json)")
     settings = load_yaml(folder.root / "config.yaml")
-    config = from_dict(SearchConfig, settings["search"], f"{folder.root}/config.yaml").validate()
+    config = from_dict(SearchConfig, settings["search"], f"{folder.root}/config.yaml")
+    config = from_dict(SearchConfig, placement or {}, "options", base=config).validate()
     teacher = load_checkpoint(settings["teacher"])
     data = load_dataset(settings["dataset"], settings["data_dir"], seed=config.seed, limit=settings["limit"])
     return execute(folder, teacher, data, config, settings["device"], progress, resume=resume_point(folder),
