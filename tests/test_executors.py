@@ -28,18 +28,19 @@ SEARCH = {"stages": ["removal"], "epochs_per_stage": 2, "rollouts": 3,
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_problem() -> tuple[nn.Module, DistillData]:
+def tiny_problem(crop_padding: int = 0) -> tuple[nn.Module, DistillData]:
     """A small conv4 and random images it labels itself (its validation accuracy is 1)."""
     torch.manual_seed(0)
     teacher = create_model("conv4", in_channels=1, num_classes=10, width_mult=0.5).eval()
     images = torch.randn(192, 1, IMAGE, IMAGE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         labels = teacher(images).argmax(dim=1)
-    return teacher, DistillData(images[:128], labels[:128], images[128:], labels[128:]).attach_teacher(teacher)
+    data = DistillData(images[:128], labels[:128], images[128:], labels[128:], crop_padding=crop_padding)
+    return teacher, data.attach_teacher(teacher)
 
 
-def search(**options) -> Search:
-    teacher, data = tiny_problem()
+def search(crop_padding: int = 0, **options) -> Search:
+    teacher, data = tiny_problem(crop_padding)
     config = from_dict(SearchConfig, {**SEARCH, **options}).validate()
     found = Search(teacher, data, data.train_images[:1], config, progress=False)
     found.run()
@@ -123,6 +124,17 @@ def test_a_killed_worker_costs_its_candidate_one_retry(inline, pool, monkeypatch
     for name in expected:
         if name != twice:
             assert outcome(got[name]) == outcome(expected[name]), name
+
+
+def test_an_augmented_proxy_has_the_teacher_label_each_batch_in_workers_too(inline, pool):
+    augmented = {"crop_padding": 2, "proxy": {**SEARCH["proxy"], "augment": True}}
+    expected = candidates(search(**augmented))
+    got = candidates(search(**augmented, **pool))
+    assert got.keys() == expected.keys()
+    for name, record in expected.items():
+        assert outcome(got[name]) == outcome(record), name
+    plain = candidates(inline)  # the same children on unaugmented batches score otherwise
+    assert any(outcome(record) != outcome(plain[name]) for name, record in expected.items())
 
 
 # ---- retry bookkeeping and configuration, without workers ----------------------------------------

@@ -1,10 +1,13 @@
 """What distillation trains on: normalised tensors, with the teacher's logits computed once.
 
 Without augmentation every child sees the same images, so the teacher's logits are
-computed once per run and indexed by batch: no teacher forward pass per child.
+computed once per run and indexed by batch: no teacher forward pass per child. With
+augmentation the teacher, which travels with the data to every worker, labels each
+augmented batch.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import torch
@@ -22,10 +25,12 @@ class DistillData:
     teacher_logits: torch.Tensor | None = None  # logits of the teacher on train_images, filled by attach_teacher
     crop_padding: int = 0  # training augmentation, used only where DistillConfig.augment is set
     hflip: bool = False
+    teacher: nn.Module | None = None  # kept by attach_teacher, for augmented distillation
 
     def attach_teacher(self, teacher: nn.Module, batch_size: int = 1024) -> "DistillData":
         """Compute the teacher's training-set logits once (eval mode, no augmentation)."""
         self.teacher_logits = predict_logits(teacher, self.train_images, batch_size)
+        self.teacher = teacher
         return self
 
     def subset(self, size: int | None, seed: int) -> "DistillData":
@@ -40,6 +45,8 @@ class DistillData:
 
     def to(self, device: torch.device) -> "DistillData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        # a module moves in place: the copy leaves the caller's teacher where it was
+        teacher = None if self.teacher is None else copy.deepcopy(self.teacher).to(device)
         return replace(self, train_images=move(self.train_images), train_labels=move(self.train_labels),
                        val_images=move(self.val_images), val_labels=move(self.val_labels),
-                       teacher_logits=move(self.teacher_logits))
+                       teacher_logits=move(self.teacher_logits), teacher=teacher)

@@ -85,7 +85,9 @@ def distill(student: nn.Module, data: DistillData, config: DistillConfig, *, see
             teacher: nn.Module | None = None, progress: str | None = None) -> DistillOutcome:
     """Train `student` toward the teacher's logits in `data`, then measure validation accuracy.
 
-    Raises NonFiniteLossError when training diverges; the search scores that child -1.
+    With `config.augment` the teacher (`teacher`, else the one `data` was labelled by)
+    labels each augmented batch. Raises NonFiniteLossError when training diverges; the
+    search scores that child -1.
     """
     if data.teacher_logits is None:
         raise ValueError("DistillData has no teacher logits: call attach_teacher first")
@@ -94,6 +96,7 @@ def distill(student: nn.Module, data: DistillData, config: DistillConfig, *, see
     train = data.subset(config.subset, seed)
     criterion = make_distill_loss(config.loss, temperature=config.temperature, alpha=config.alpha)
 
+    teacher = teacher if teacher is not None else data.teacher
     if config.augment and teacher is None:
         raise ValueError("augmented distillation needs the teacher to label each augmented batch")
 

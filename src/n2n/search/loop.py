@@ -96,7 +96,9 @@ class Search:
         self.cache = ScoreCache()
         # Every child of the run trains on the same proxy subset: a fair comparison, and
         # the subset is drawn once instead of once per child.
-        self.proxy_data = data.subset(config.proxy.subset, config.seed)
+        # The teacher goes with the data to every worker only where it labels augmented batches.
+        self.proxy_data = replace(data.subset(config.proxy.subset, config.seed),
+                                  teacher=self.teacher if config.proxy.augment else None)
         self.proxy = replace(config.proxy, subset=None)
         # the inline executor distils with this module's `distill`, so a test can watch every child
         choice = choose_executor(config.executor, config.workers, data.train_images.device)
