@@ -43,7 +43,7 @@ from torch import nn
 
 from n2n.arch import NetworkView, Rewrite, arch_signature
 from n2n.checkpoint import check_fits, load_checkpoint
-from n2n.config import EXECUTORS, SearchConfig, from_dict, load_yaml, to_dict
+from n2n.config import EXECUTORS, STAGES, SearchConfig, from_dict, load_yaml, to_dict
 from n2n.data import load_dataset
 from n2n.distill.data import DistillData
 from n2n.distill.losses import l2_logit_loss, make_distill_loss
@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--teacher", default=str(DEFAULT_TEACHER), help="teacher checkpoint (without --run)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="search YAML whose proxy is the default scoring")
     parser.add_argument("--children", type=positive, default=20, help="valid distinct children to score")
+    parser.add_argument("--stage", choices=STAGES, help="children of this stage only (default: every stage)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference-epochs", type=positive, default=REFERENCE.epochs)
     parser.add_argument("--train-limit", type=positive, help="first N images of the training split, for both protocols")
@@ -205,12 +206,12 @@ def keep_distinct(candidates: Iterator[Child], count: int, init: str, example_in
     return chosen
 
 
-def sampled_candidates(setup: Setup, seed: int, attempts: int) -> Iterator[Child]:
+def sampled_candidates(setup: Setup, seed: int, attempts: int, only: str | None) -> Iterator[Child]:
     """Actions drawn from each stage's untrained policy on the teacher, the stages taking turns."""
     torch.manual_seed(seed)  # the fresh policies' weights
     generator = torch.Generator().manual_seed(seed)
     view = NetworkView.build(setup.teacher, setup.example_input)
-    stages = [make_stage(name, setup.config) for name in setup.config.stages]
+    stages = [make_stage(name, setup.config) for name in setup.config.stages if only in (None, name)]
     policies = [stage.make_policy(False) for stage in stages]
     for number in range(attempts):
         stage, policy = stages[number % len(stages)], policies[number % len(stages)]
@@ -219,11 +220,12 @@ def sampled_candidates(setup: Setup, seed: int, attempts: int) -> Iterator[Child
         yield Child(f"sampled-{number}", stage.name, actions, setup.teacher, setup.config, seed * 1000 + number)
 
 
-def run_candidates(run: Any, setup: Setup, seed: int) -> Iterator[Child]:
+def run_candidates(run: Any, setup: Setup, seed: int, only: str | None) -> Iterator[Child]:
     """The run's trained children in a seeded random order, each rebuilt on its stage's parent."""
     config = from_dict(SearchConfig, run.config, f"{run.root}/config.yaml")
     parents = stage_parents(run.root, config, setup)
-    lines = [line for line in run.candidates if is_valid(line) and not line.get("cached")]
+    lines = [line for line in run.candidates if is_valid(line) and not line.get("cached")
+             and only in (None, line["stage"])]
     random.Random(seed).shuffle(lines)
     for number, line in enumerate(lines):
         yield Child(candidate_key(line["stage"], line["epoch"], line["rollout"]), line["stage"], line["actions"],
@@ -329,6 +331,13 @@ def rank_agreement(rows: list[dict]) -> dict[str, float]:
     return {"spearman": float(spearman), "kendall_tau": float(kendall), "ranked_children": len(pairs)}
 
 
+def by_stage(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """The rank agreement among the children of each stage: the search compares a child only with its
+    own stage's children, which share its parent."""
+    stages = dict.fromkeys(row["stage"] for row in rows)
+    return {stage: rank_agreement([row for row in rows if row["stage"] == stage]) for stage in stages}
+
+
 def scoring_summary(rows: list[dict], proxy: ProxyData) -> dict[str, Any]:
     """Totals: the proxy carries the one-off teacher pass, which the search pays once for all its children."""
     proxy_total = proxy.teacher_seconds + sum(r["proxy_seconds"] for r in rows)
@@ -339,7 +348,7 @@ def scoring_summary(rows: list[dict], proxy: ProxyData) -> dict[str, Any]:
             "proxy_seconds_per_child": proxy_total / max(1, len(rows)),
             "reference_seconds_per_child": reference_total / max(1, len(rows)),
             "cost_ratio": reference_total / proxy_total if proxy_total else math.nan,
-            **rank_agreement(rows), "rows": [{**r, "proxy_seconds_with_share": r["proxy_seconds"] + share}
+            **rank_agreement(rows), "by_stage": by_stage(rows), "rows": [{**r, "proxy_seconds_with_share": r["proxy_seconds"] + share}
                                              for r in rows]}
 
 
@@ -487,7 +496,14 @@ def scoring_table(scoring: dict[str, Any]) -> list[str]:
             f"{number(scoring['reference_seconds'], 1)} | {number(scoring['proxy_seconds_per_child'])} | "
             f"{number(scoring['reference_seconds_per_child'])} | {number(scoring['cost_ratio'], 1)}x | "
             f"{number(scoring['spearman'], 3)} | {number(scoring['kendall_tau'], 3)} |", "",
-            f"The proxy's time includes the one-off teacher-logit pass ({number(scoring['teacher_logit_seconds'])} s)."]
+            f"The proxy's time includes the one-off teacher-logit pass ({number(scoring['teacher_logit_seconds'])} s).",
+            "", *stage_lines(scoring["by_stage"])]
+
+
+def stage_lines(stages: dict[str, dict[str, float]]) -> list[str]:
+    return [f"- among the {agreement['ranked_children']} {stage} children: Spearman "
+            f"{number(agreement['spearman'], 3)}, Kendall tau {number(agreement['kendall_tau'], 3)}"
+            for stage, agreement in stages.items()]
 
 
 def children_table(scoring: dict[str, Any]) -> list[str]:
@@ -533,10 +549,12 @@ def choose_children(args: argparse.Namespace) -> tuple[Setup, list[Child]]:
     if args.run:
         run = load_run(args.run)
         setup = make_setup(args, run.setup["teacher"], run.setup.get("dataset"))
-        candidates = run_candidates(run, setup, args.seed)
+        candidates = run_candidates(run, setup, args.seed, args.stage)
     else:
         setup = make_setup(args, args.teacher, None)
-        candidates = sampled_candidates(setup, args.seed, attempts=50 * args.children)
+        if args.stage is not None and args.stage not in setup.config.stages:
+            raise N2NError(f"--stage {args.stage}: {args.config} searches only {', '.join(setup.config.stages)}")
+        candidates = sampled_candidates(setup, args.seed, attempts=50 * args.children, only=args.stage)
     children = keep_distinct(candidates, args.children, setup.config.init, setup.example_input)
     if len(children) < args.children:
         say(f"only {len(children)} valid distinct children found (asked for {args.children})")

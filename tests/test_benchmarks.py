@@ -5,9 +5,14 @@ import importlib.util
 import json
 import math
 import sys
+from itertools import islice
 from pathlib import Path
 
 import pytest
+import torch
+
+from n2n.config import SearchConfig
+from n2n.models import create_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_cost.py"
 
@@ -47,6 +52,9 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
         assert row["params"] > 0 and row["proxy_seconds"] > 0 and row["reference_seconds"] > 0
         assert 0 <= row["proxy_accuracy"] <= 1 and 0 <= row["reference_accuracy"] <= 1
     assert len({row["name"] for row in scoring["rows"]}) == 4
+    stages = {row["stage"] for row in scoring["rows"]}
+    assert set(scoring["by_stage"]) == stages
+    assert sum(agreement["ranked_children"] for agreement in scoring["by_stage"].values()) == 4
 
     executors = result["executors"]["rows"]
     assert [(row["executor"], row["workers"]) for row in executors] == [("inline", 1), ("process", 1)]
@@ -76,3 +84,25 @@ def test_executors_without_ray_are_timed_and_ray_is_named_as_left_out(monkeypatc
     plans, notes = script.executor_plans(args)
     assert plans == [("inline", 1), ("process", 1), ("process", 2)]
     assert len(notes) == 1 and notes[0].startswith("ray: not installed")
+
+
+def test_stage_keeps_the_children_of_one_stage():
+    script = load_script()
+    torch.manual_seed(0)
+    teacher = create_model("conv4", in_channels=1, num_classes=10).eval()
+    setup = script.Setup(teacher, None, torch.randn(1, 1, 28, 28), SearchConfig(), torch.device("cpu"), "test")
+    for only in ("removal", "shrinkage", None):
+        stages = {child.stage for child in islice(script.sampled_candidates(setup, 0, 6, only), 6)}
+        assert stages == ({only} if only else {"removal", "shrinkage"})
+    assert script.parse_args(["--stage", "shrinkage"]).stage == "shrinkage"
+
+
+def test_rank_agreement_is_given_for_each_stage_apart():
+    script = load_script()
+    rows = [{"stage": "removal", "proxy_accuracy": p, "reference_accuracy": r} for p, r in ((0.7, 0.8), (0.8, 0.9))]
+    rows += [{"stage": "shrinkage", "proxy_accuracy": p, "reference_accuracy": r}
+             for p, r in ((0.9, 0.91), (0.88, 0.92), (0.87, 0.93))]
+    stages = script.by_stage(rows)
+    assert stages["removal"]["spearman"] == pytest.approx(1.0)
+    assert stages["shrinkage"]["spearman"] == pytest.approx(-1.0)
+    assert script.rank_agreement(rows)["ranked_children"] == 5
