@@ -36,9 +36,10 @@ def choose_executor(name: str, workers: int, device: torch.device) -> ExecutorCh
     one device to fill (several GPUs) or where more than one worker was asked for, else the
     inline executor. On one device, torch already spreads one child's training over every
     core and workers only split the cores between them: on 2 CPU cores, 8 demo children
-    scored at 13.3 candidates per minute inline and 13.7 on two worker processes, a tie
-    within noise, and inline starts in 1.7 s against 9 s (benchmarks/search_cost.py,
-    docs/RESULTS.md)."""
+    trained back to back scored at 13.3 and 9.8 candidates per minute inline, and 13.7 and
+    11.2 on two worker processes, on two days (benchmarks/search_cost.py, docs/RESULTS.md).
+    A gain within the machine's own day-to-day variation, which the search's epochs of 1 to 5
+    children, where an odd count leaves a worker waiting, would shrink further."""
     if name != "auto":
         return ExecutorChoice(name, workers, "as asked")
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
