@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stage", choices=STAGES, help="children of this stage only (default: every stage)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference-epochs", type=positive, default=REFERENCE.epochs)
+    parser.add_argument("--reference-seeds", type=positive, default=1,
+                        help="runs of the reference protocol per child, with other seeds; it scores their mean")
     parser.add_argument("--train-limit", type=positive, help="first N images of the training split, for both protocols")
     parser.add_argument("--limit", type=positive, help="first N training and test images of the data set (quick runs)")
     parser.add_argument("--data-dir", help="where the data set lies (default: n2n's usual places)")
@@ -181,9 +183,9 @@ class Child:
     flops: int = 0
     proxy_child: nn.Module | None = field(default=None, repr=False)  # as the proxy starts from it
 
-    def rewrite(self, init: str, example_input: torch.Tensor) -> Rewrite:
+    def rewrite(self, init: str, example_input: torch.Tensor, seed: int | None = None) -> Rewrite:
         """The child with inherited or freshly initialised weights (no child when the actions give none)."""
-        torch.manual_seed(self.seed)  # a scratch child draws its weights from the global generator
+        torch.manual_seed(self.seed if seed is None else seed)  # scratch weights come from the global generator
         stage = make_stage(self.stage, replace(self.config, init=init))
         view = NetworkView.build(self.parent, example_input)
         return stage.apply(self.parent, view, torch.tensor(self.actions), example_input)[0]
@@ -301,17 +303,35 @@ def prepare_proxy(setup: Setup) -> ProxyData:
     return ProxyData(data.subset(proxy.subset, setup.config.seed), replace(proxy, subset=None), seconds)
 
 
-def score_children(children: list[Child], setup: Setup, proxy: ProxyData, reference: DistillConfig) -> list[dict]:
+def reference_runs(child: Child, setup: Setup, config: DistillConfig, seeds: int) -> list[float]:
+    """The reference protocol's accuracy for each of `seeds` seeds (weights and batches), the child's own first."""
+    accuracies = []
+    for number in range(seeds):
+        seed = child.seed + 7919 * number
+        scratch = child.rewrite("scratch", setup.example_input, seed).child
+        accuracies.append(reference_accuracy(scratch, setup, config, seed))
+    return accuracies
+
+
+def mean_of_finite(values: list[float]) -> float:
+    finite = [value for value in values if math.isfinite(value)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def score_children(children: list[Child], setup: Setup, proxy: ProxyData, reference: DistillConfig,
+                   seeds: int = 1) -> list[dict]:
+    """Each child's proxy and reference accuracy; with several seeds the reference's is their mean
+    and its seconds are those of one run of the protocol, so that the cost ratio stays one protocol's."""
     rows = []
     for number, child in enumerate(children, start=1):
         start = copy.deepcopy(child.proxy_child)
         proxy_acc, proxy_seconds = timed(lambda: proxy_accuracy(start, proxy.data, proxy.config, child.seed),
                                          setup.device)
-        scratch = child.rewrite("scratch", setup.example_input).child
-        ref_acc, ref_seconds = timed(lambda: reference_accuracy(scratch, setup, reference, child.seed), setup.device)
+        runs, ref_seconds = timed(lambda: reference_runs(child, setup, reference, seeds), setup.device)
+        ref_acc, ref_seconds = mean_of_finite(runs), ref_seconds / seeds
         rows.append({"name": child.name, "stage": child.stage, "actions": child.actions, "params": child.params,
                      "flops": child.flops, "proxy_accuracy": proxy_acc, "reference_accuracy": ref_acc,
-                     "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds})
+                     "reference_accuracies": runs, "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds})
         say(f"child {number}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
             f"in {proxy_seconds:.1f} s, reference {ref_acc:.4f} in {ref_seconds:.1f} s")
     return rows
@@ -571,7 +591,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup, children = choose_children(args)
     reference = replace(REFERENCE, epochs=args.reference_epochs)
     proxy = prepare_proxy(setup)
-    scoring = scoring_summary(score_children(children, setup, proxy, reference), proxy)
+    scoring = scoring_summary(score_children(children, setup, proxy, reference, args.reference_seeds), proxy)
     executors = None if args.skip_executors else measure_executors(args, children, proxy)
     speed = training_speed(children[0], proxy, args.repeats)
     result = {"settings": settings(args, setup, reference), "machine": machine(setup.device), "scoring": scoring,

@@ -37,7 +37,8 @@ def finite(value) -> bool:
 def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp_path, capsys):
     out = tmp_path / "cost.json"
     load_script().main(["--data-dir", str(fashion_mnist_root), "--limit", "600", "--children", "4",
-                        "--reference-epochs", "1", "--executors", "inline,process", "--workers", "1",
+                        "--reference-epochs", "1", "--reference-seeds", "2", "--executors", "inline,process",
+                        "--workers", "1",
                         "--executor-children", "2", "--repeats", "1", "--out", str(out)])
     result = json.loads(out.read_text())
 
@@ -51,6 +52,8 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
     for row in scoring["rows"]:
         assert row["params"] > 0 and row["proxy_seconds"] > 0 and row["reference_seconds"] > 0
         assert 0 <= row["proxy_accuracy"] <= 1 and 0 <= row["reference_accuracy"] <= 1
+        assert len(row["reference_accuracies"]) == 2  # two seeds, scored by their mean
+        assert row["reference_accuracy"] == pytest.approx(sum(row["reference_accuracies"]) / 2)
     assert len({row["name"] for row in scoring["rows"]}) == 4
     stages = {row["stage"] for row in scoring["rows"]}
     assert set(scoring["by_stage"]) == stages
