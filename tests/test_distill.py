@@ -88,10 +88,11 @@ def test_augmented_distillation_asks_the_teacher_per_batch():
     student = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
     distill(student, data, DistillConfig(epochs=1, subset=None, batch_size=64, augment=True), teacher=teacher)
     assert len(calls) == 256 // 64
-    distill(student, data, DistillConfig(epochs=1, subset=None, batch_size=64, augment=True))
-    assert len(calls) == 2 * 256 // 64  # without `teacher`, the one the data were labelled by
+    distill(student, replace(data, teacher=teacher), DistillConfig(epochs=1, subset=None, batch_size=64,
+                                                                   augment=True))
+    assert len(calls) == 2 * 256 // 64  # without `teacher`, the one the data carry
     with pytest.raises(ValueError, match="teacher"):
-        distill(student, replace(data, teacher=None), DistillConfig(augment=True))
+        distill(student, data, DistillConfig(augment=True))
 
 
 def test_augmentation_flips_and_crops_with_the_data_set_settings():

@@ -25,12 +25,13 @@ class DistillData:
     teacher_logits: torch.Tensor | None = None  # logits of the teacher on train_images, filled by attach_teacher
     crop_padding: int = 0  # training augmentation, used only where DistillConfig.augment is set
     hflip: bool = False
-    teacher: nn.Module | None = None  # kept by attach_teacher, for augmented distillation
+    # labels augmented batches where no teacher is passed to distill: the search sets it where
+    # its proxy augments, so that it reaches the workers only then
+    teacher: nn.Module | None = None
 
     def attach_teacher(self, teacher: nn.Module, batch_size: int = 1024) -> "DistillData":
         """Compute the teacher's training-set logits once (eval mode, no augmentation)."""
         self.teacher_logits = predict_logits(teacher, self.train_images, batch_size)
-        self.teacher = teacher
         return self
 
     def subset(self, size: int | None, seed: int) -> "DistillData":

@@ -85,8 +85,8 @@ def distill(student: nn.Module, data: DistillData, config: DistillConfig, *, see
             teacher: nn.Module | None = None, progress: str | None = None) -> DistillOutcome:
     """Train `student` toward the teacher's logits in `data`, then measure validation accuracy.
 
-    With `config.augment` the teacher (`teacher`, else the one `data` was labelled by)
-    labels each augmented batch. Raises NonFiniteLossError when training diverges; the
+    With `config.augment` the teacher (`teacher`, else `data.teacher`) labels each
+    augmented batch. Raises NonFiniteLossError when training diverges; the
     search scores that child -1.
     """
     if data.teacher_logits is None:
