@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reference-epochs", type=positive, default=REFERENCE.epochs)
     parser.add_argument("--reference-seeds", type=positive, default=1,
                         help="runs of the reference protocol per child, with other seeds; it scores their mean")
+    parser.add_argument("--reuse", help="an earlier result of this script: its reference runs of the same children "
+                                        "are taken as they are, and only the missing seeds are run")
     parser.add_argument("--train-limit", type=positive, help="first N images of the training split, for both protocols")
     parser.add_argument("--limit", type=positive, help="first N training and test images of the data set (quick runs)")
     parser.add_argument("--data-dir", help="where the data set lies (default: n2n's usual places)")
@@ -303,14 +305,18 @@ def prepare_proxy(setup: Setup) -> ProxyData:
     return ProxyData(data.subset(proxy.subset, setup.config.seed), replace(proxy, subset=None), seconds)
 
 
-def reference_runs(child: Child, setup: Setup, config: DistillConfig, seeds: int) -> list[float]:
-    """The reference protocol's accuracy for each of `seeds` seeds (weights and batches), the child's own first."""
-    accuracies = []
-    for number in range(seeds):
+Run = tuple[float, float]  # one run of the reference protocol: (accuracy, seconds)
+
+
+def reference_runs(child: Child, setup: Setup, config: DistillConfig, seeds: int, known: list[Run]) -> list[Run]:
+    """The reference protocol's accuracy and seconds for each of `seeds` seeds (weights and batches), the
+    child's own first; the runs already made (`known`, in seed order) are taken as they are."""
+    runs = list(known[:seeds])
+    for number in range(len(runs), seeds):
         seed = child.seed + 7919 * number
         scratch = child.rewrite("scratch", setup.example_input, seed).child
-        accuracies.append(reference_accuracy(scratch, setup, config, seed))
-    return accuracies
+        runs.append(timed(lambda: reference_accuracy(scratch, setup, config, seed), setup.device))
+    return runs
 
 
 def mean_of_finite(values: list[float]) -> float:
@@ -319,7 +325,7 @@ def mean_of_finite(values: list[float]) -> float:
 
 
 def score_children(children: list[Child], setup: Setup, proxy: ProxyData, reference: DistillConfig,
-                   seeds: int = 1) -> list[dict]:
+                   seeds: int = 1, earlier: dict[str, list[Run]] | None = None) -> list[dict]:
     """Each child's proxy and reference accuracy; with several seeds the reference's is their mean
     and its seconds are those of one run of the protocol, so that the cost ratio stays one protocol's."""
     rows = []
@@ -327,20 +333,55 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
         start = copy.deepcopy(child.proxy_child)
         proxy_acc, proxy_seconds = timed(lambda: proxy_accuracy(start, proxy.data, proxy.config, child.seed),
                                          setup.device)
-        runs, ref_seconds = timed(lambda: reference_runs(child, setup, reference, seeds), setup.device)
-        ref_acc, ref_seconds = mean_of_finite(runs), ref_seconds / seeds
+        known = (earlier or {}).get(child_key(child.name, child.stage, child.actions), [])
+        accuracies, seconds = zip(*reference_runs(child, setup, reference, seeds, known))
+        ref_acc, ref_seconds = mean_of_finite(list(accuracies)), statistics.fmean(seconds)
         rows.append({"name": child.name, "stage": child.stage, "actions": child.actions, "params": child.params,
                      "flops": child.flops, "proxy_accuracy": proxy_acc, "reference_accuracy": ref_acc,
-                     "reference_accuracies": runs, "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds})
+                     "reference_accuracies": list(accuracies), "reference_run_seconds": list(seconds),
+                     "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds})
+        reused = f", {min(len(known), seeds)} of {seeds} runs reused" if known else ""
         say(f"child {number}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
-            f"in {proxy_seconds:.1f} s, reference {ref_acc:.4f} in {ref_seconds:.1f} s")
+            f"in {proxy_seconds:.1f} s, reference {ref_acc:.4f} in {ref_seconds:.1f} s per run{reused}")
     return rows
 
 
-def rank_agreement(rows: list[dict]) -> dict[str, float]:
-    """Spearman and Kendall tau of the two accuracies, over the children neither protocol lost."""
-    pairs = [(r["proxy_accuracy"], r["reference_accuracy"]) for r in rows
-             if math.isfinite(r["proxy_accuracy"]) and math.isfinite(r["reference_accuracy"])]
+def child_key(name: str, stage: str, actions: list[int]) -> str:
+    return f"{name} {stage} {list(actions)}"
+
+
+# What must be equal for an earlier result's reference runs to be this one's: the same children in
+# the same order (hence the same seeds), the same protocol and data, and the same machine for the seconds
+SAME_SETTINGS = ("run", "seed", "stage", "teacher", "dataset", "train_images", "val_images", "reference")
+SAME_MACHINE = ("device_name", "usable_cpus", "torch")
+
+
+def earlier_runs(path: str, now_settings: dict[str, Any], now_machine: dict[str, Any]) -> dict[str, list[Run]]:
+    """The reference runs of an earlier result, by child; refused when it measured something else."""
+    try:
+        earlier = json.loads(Path(path).read_text())
+        settings_then, machine_then, rows = earlier["settings"], earlier["machine"], earlier["scoring"]["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise N2NError(f"--reuse {path}: not a result of this script ({error})") from None
+    for names, then, now in ((SAME_SETTINGS, settings_then, now_settings), (SAME_MACHINE, machine_then, now_machine)):
+        differ = [name for name in names if plain(then.get(name)) != plain(now.get(name))]
+        if differ:
+            raise N2NError(f"--reuse {path}: measured with another {', '.join(differ)}")
+    return {child_key(row["name"], row["stage"], row["actions"]): recorded_runs(row) for row in rows}
+
+
+def recorded_runs(row: dict[str, Any]) -> list[Run]:
+    """A row's runs; results from before per-run records hold one run, or the seconds of one run."""
+    accuracies = row.get("reference_accuracies") or [row["reference_accuracy"]]
+    seconds = row.get("reference_run_seconds") or [row["reference_seconds"]] * len(accuracies)
+    return [(math.nan if accuracy is None else accuracy, second) for accuracy, second in zip(accuracies, seconds)]
+
+
+def rank_agreement(rows: list[dict], first: str = "proxy_accuracy",
+                   second: str = "reference_accuracy") -> dict[str, float]:
+    """Spearman and Kendall tau of two accuracies (by default the proxy's and the reference's), over
+    the children neither lost."""
+    pairs = [(r[first], r[second]) for r in rows if math.isfinite(r[first]) and math.isfinite(r[second])]
     if len(pairs) < 2:
         return {"spearman": math.nan, "kendall_tau": math.nan, "ranked_children": len(pairs)}
     proxy, reference = zip(*pairs)
@@ -358,6 +399,16 @@ def by_stage(rows: list[dict]) -> dict[str, dict[str, float]]:
     return {stage: rank_agreement([row for row in rows if row["stage"] == stage]) for stage in stages}
 
 
+def reference_self_agreement(rows: list[dict]) -> float:
+    """The reference against itself: the mean Spearman between the rankings of two of its seeds. A proxy
+    cannot rank the children much better against one seed of the reference than this."""
+    seeds = min(len(row["reference_accuracies"]) for row in rows)
+    pairs = [[{"a": row["reference_accuracies"][one], "b": row["reference_accuracies"][other]} for row in rows]
+             for one in range(seeds) for other in range(one + 1, seeds)]
+    spearmans = [rank_agreement(pair, "a", "b")["spearman"] for pair in pairs]
+    return mean_of_finite(spearmans)
+
+
 def scoring_summary(rows: list[dict], proxy: ProxyData) -> dict[str, Any]:
     """Totals: the proxy carries the one-off teacher pass, which the search pays once for all its children."""
     proxy_total = proxy.teacher_seconds + sum(r["proxy_seconds"] for r in rows)
@@ -368,8 +419,9 @@ def scoring_summary(rows: list[dict], proxy: ProxyData) -> dict[str, Any]:
             "proxy_seconds_per_child": proxy_total / max(1, len(rows)),
             "reference_seconds_per_child": reference_total / max(1, len(rows)),
             "cost_ratio": reference_total / proxy_total if proxy_total else math.nan,
-            **rank_agreement(rows), "by_stage": by_stage(rows), "rows": [{**r, "proxy_seconds_with_share": r["proxy_seconds"] + share}
-                                             for r in rows]}
+            **rank_agreement(rows), "by_stage": by_stage(rows),
+            "reference_seed_spearman": reference_self_agreement(rows),
+            "rows": [{**r, "proxy_seconds_with_share": r["proxy_seconds"] + share} for r in rows]}
 
 
 # ---- (b) executors -------------------------------------------------------------------------------
@@ -517,7 +569,14 @@ def scoring_table(scoring: dict[str, Any]) -> list[str]:
             f"{number(scoring['reference_seconds_per_child'])} | {number(scoring['cost_ratio'], 1)}x | "
             f"{number(scoring['spearman'], 3)} | {number(scoring['kendall_tau'], 3)} |", "",
             f"The proxy's time includes the one-off teacher-logit pass ({number(scoring['teacher_logit_seconds'])} s).",
-            "", *stage_lines(scoring["by_stage"])]
+            "", *stage_lines(scoring["by_stage"]), *self_agreement_line(scoring)]
+
+
+def self_agreement_line(scoring: dict[str, Any]) -> list[str]:
+    spearman = scoring["reference_seed_spearman"]
+    if spearman is None or not math.isfinite(spearman):
+        return []
+    return [f"- the reference against itself (two of its seeds, mean over pairs): Spearman {number(spearman, 3)}"]
 
 
 def stage_lines(stages: dict[str, dict[str, float]]) -> list[str]:
@@ -590,11 +649,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seed_everything(args.seed)
     setup, children = choose_children(args)
     reference = replace(REFERENCE, epochs=args.reference_epochs)
+    now_settings, now_machine = settings(args, setup, reference), machine(setup.device)
+    earlier = earlier_runs(args.reuse, now_settings, now_machine) if args.reuse else None
     proxy = prepare_proxy(setup)
-    scoring = scoring_summary(score_children(children, setup, proxy, reference, args.reference_seeds), proxy)
+    scoring = scoring_summary(score_children(children, setup, proxy, reference, args.reference_seeds, earlier),
+                              proxy)
     executors = None if args.skip_executors else measure_executors(args, children, proxy)
     speed = training_speed(children[0], proxy, args.repeats)
-    result = {"settings": settings(args, setup, reference), "machine": machine(setup.device), "scoring": scoring,
+    result = {"settings": now_settings, "machine": now_machine, "scoring": scoring,
               "executors": executors, "throughput": speed, "targets": targets(scoring, speed)}
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"search_cost-{setup.device.type}.json"
     write_json(out, result)

@@ -77,6 +77,18 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
     printed = capsys.readouterr().out
     assert "| children | proxy s | reference s |" in printed and "| process | 1 | 2 |" in printed
 
+    # a third seed on top of the first two, which are taken from the result above as they are
+    more = tmp_path / "more.json"
+    load_script().main(["--data-dir", str(fashion_mnist_root), "--limit", "600", "--children", "4",
+                        "--reference-epochs", "1", "--reference-seeds", "3", "--skip-executors", "--repeats", "1",
+                        "--reuse", str(out), "--out", str(more)])
+    for before, after in zip(scoring["rows"], json.loads(more.read_text())["scoring"]["rows"]):
+        assert after["name"] == before["name"]
+        assert after["reference_accuracies"][:2] == before["reference_accuracies"]
+        assert after["reference_run_seconds"][:2] == before["reference_run_seconds"]
+        assert len(after["reference_accuracies"]) == 3 and after["reference_run_seconds"][2] > 0
+    assert "2 of 3 runs reused" in capsys.readouterr().err
+
 
 def test_executors_without_ray_are_timed_and_ray_is_named_as_left_out(monkeypatch):
     script = load_script()
@@ -109,3 +121,50 @@ def test_rank_agreement_is_given_for_each_stage_apart():
     assert stages["removal"]["spearman"] == pytest.approx(1.0)
     assert stages["shrinkage"]["spearman"] == pytest.approx(-1.0)
     assert script.rank_agreement(rows)["ranked_children"] == 5
+
+
+def earlier_result(tmp_path: Path, **settings) -> Path:
+    row = {"name": "shrinkage-e1-r0", "stage": "shrinkage", "actions": [1, 2], "reference_accuracy": 0.9,
+           "reference_seconds": 120.0}  # as results were written before per-run records
+    result = {"settings": {"run": "runs/a", "seed": 0, "reference": {"epochs": 5}, **settings},
+              "machine": {"device_name": "cpu", "usable_cpus": 2, "torch": "2"}, "scoring": {"rows": [row]}}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_reuse_takes_an_earlier_results_runs_of_the_same_children(tmp_path):
+    script = load_script()
+    now = {"run": "runs/a", "seed": 0, "reference": {"epochs": 5}}
+    runs = script.earlier_runs(str(earlier_result(tmp_path)), now,
+                               {"device_name": "cpu", "usable_cpus": 2, "torch": "2", "platform": "other"})
+    assert runs == {script.child_key("shrinkage-e1-r0", "shrinkage", [1, 2]): [(0.9, 120.0)]}
+
+    class Untrainable:
+        seed = 0
+
+        def rewrite(self, *args, **kwargs):
+            raise AssertionError("a reused run is trained again")
+
+    known = [(0.9, 120.0), (0.8, 110.0)]
+    assert script.reference_runs(Untrainable(), None, None, 2, known) == known
+    assert script.reference_runs(Untrainable(), None, None, 1, known) == known[:1]
+
+
+@pytest.mark.parametrize("change, named", [({"seed": 1}, "seed"), ({"reference": {"epochs": 1}}, "reference")])
+def test_reuse_refuses_a_result_of_other_children_or_protocol(tmp_path, change, named):
+    script = load_script()
+    now = {"run": "runs/a", "seed": 0, "reference": {"epochs": 5}} | change
+    with pytest.raises(script.N2NError, match=f"measured with another {named}$"):
+        script.earlier_runs(str(earlier_result(tmp_path)), now, {"device_name": "cpu", "usable_cpus": 2, "torch": "2"})
+    (tmp_path / "not.json").write_text("{}")
+    with pytest.raises(script.N2NError, match="not a result of this script"):
+        script.earlier_runs(str(tmp_path / "not.json"), now, {})
+
+
+def test_the_reference_against_itself_is_the_mean_spearman_over_pairs_of_seeds():
+    script = load_script()
+    runs = [(0.80, 0.80, 0.93), (0.85, 0.85, 0.92), (0.90, 0.90, 0.91)]  # seeds 0 and 1 agree, seed 2 reverses
+    rows = [{"reference_accuracies": list(accuracies)} for accuracies in runs]
+    assert script.reference_self_agreement(rows) == pytest.approx((1 - 1 - 1) / 3)
+    assert math.isnan(script.reference_self_agreement([{"reference_accuracies": [0.9]}] * 3))  # one seed
