@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from n2n.errors import N2NError
-from n2n.report.plots import compare_layers, make_plots, pareto_front
-from n2n.report.summary import read_metrics, rebuild_report, write_report
+from n2n.report.plots import accuracy_vs_params_figure, compare_layers, make_plots, pareto_front
+from n2n.report.summary import load_run, read_metrics, rebuild_report, write_report
 
 TEACHER = {"params": 200_000, "flops": 18_000_000, "val_accuracy": 0.90, "test_accuracy": 0.885}
 STUDENT = {"params": 25_000, "flops": 2_500_000, "val_accuracy": 0.87, "test_accuracy": 0.8612}
@@ -151,6 +151,24 @@ def test_make_plots_writes_valid_pngs(run_dir: Path, caplog: pytest.LogCaptureFi
     for path in paths:
         assert_png(path)
     assert "no student.pt" in caplog.text  # the per-layer plot is skipped, not failed
+
+
+def test_accuracy_plot_draws_the_runs_floor_and_parameter_limit(run_dir: Path) -> None:
+    ax = accuracy_vs_params_figure(load_run(run_dir)).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    floor, limit = lines["accuracy floor (50.0 %)"], lines["max params (50k)"]
+    assert list(floor.get_ydata()) == [50.0, 50.0]  # min_accuracy 0.5, drawn in percent like the children
+    assert list(limit.get_xdata()) == [50_000, 50_000]
+    low, high = ax.get_ylim()
+    assert low <= 50.0 <= high  # in view even below every child
+
+
+def test_accuracy_plot_without_limits_draws_no_limit_line(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"].update(min_accuracy=None, max_params=None)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    labels = [line.get_label() for line in accuracy_vs_params_figure(load_run(run_dir)).axes[0].get_lines()]
+    assert not [label for label in labels if "floor" in label or "max params" in label]
 
 
 def test_layer_plot_from_student_checkpoint(run_dir: Path) -> None:

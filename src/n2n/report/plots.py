@@ -164,7 +164,12 @@ def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def plot_accuracy_vs_params(run: RunData, path: Path) -> Path:
-    """Every valid child by size and accuracy, coloured by stage, with the Pareto front, teacher and student."""
+    return _save(accuracy_vs_params_figure(run), path)
+
+
+def accuracy_vs_params_figure(run: RunData) -> Figure:
+    """Every valid child by size and accuracy, coloured by stage, with the Pareto front, teacher and
+    student, and the run's accuracy floor and parameter limit where it set them."""
     figure = Figure(figsize=(10, 5.5))
     ax = figure.subplots()
     everything: list[tuple[float, float]] = []
@@ -180,6 +185,7 @@ def plot_accuracy_vs_params(run: RunData, path: Path) -> Path:
         xs, ys = zip(*front)
         ax.step(xs, ys, where="post", color="black", lw=1.2, alpha=0.8, label="Pareto front (search)")
     _mark_teacher_and_student(ax, run)
+    _mark_limits(ax, run.config)
     if not everything:
         ax.text(0.5, 0.5, "no valid child was scored", transform=ax.transAxes, ha="center", color="grey")
     if ax.has_data():
@@ -191,7 +197,7 @@ def plot_accuracy_vs_params(run: RunData, path: Path) -> Path:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
-    return _save(figure, path)
+    return figure
 
 
 def _log_count_axis(ax: Axes) -> None:
@@ -224,6 +230,16 @@ def _mark_teacher_and_student(ax: Axes, run: RunData) -> None:
         label = "final student (after final distillation)" if finished else "best child (run unfinished)"
         ax.scatter([student["params"]], [100 * student["val_accuracy"]], marker="D", s=80, color="crimson",
                    edgecolor="black", zorder=5, label=label)
+
+
+def _mark_limits(ax: Axes, config: dict[str, Any]) -> None:
+    """The --min-accuracy floor and --max-params limit: children beyond them were scored under the penalty."""
+    if config.get("min_accuracy") is not None:
+        floor = 100 * float(config["min_accuracy"])
+        ax.axhline(floor, color="dimgrey", ls="--", lw=1, label=f"accuracy floor ({floor:.1f} %)")
+    if config.get("max_params") is not None:
+        limit = float(config["max_params"])
+        ax.axvline(limit, color="dimgrey", ls=":", lw=1, label=f"max params ({short_count(limit)})")
 
 
 # ---- the student's layers against the teacher's -----------------------------------------------------
