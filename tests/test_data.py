@@ -29,7 +29,7 @@ from n2n.data import (
 )
 from n2n.data import locate, registry
 from n2n.data.download import DownloadSpec, RemoteFile, download_file, extract_tarball, fetch
-from n2n.data.loader import random_crop, random_hflip
+from n2n.data.loader import black_pixel, random_crop, random_hflip
 from n2n.data.splitting import hold_out, stratified_mask, validation_size
 from n2n.errors import ConfigError, DataError
 
@@ -599,6 +599,22 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
         assert matches, f"sample {i} is not a window of its padded image"
         offsets_used.add(tuple(matches[0]))
     assert len(offsets_used) > 5
+
+
+def test_random_crop_pads_each_channel_with_its_fill():
+    batch = torch.full((64, 2, 5, 5), 3.0)
+    fill = torch.tensor([-1.0, -2.0]).view(1, 2, 1, 1)
+    cropped = random_crop(batch, 2, torch.Generator().manual_seed(0), fill)
+    for channel, value in enumerate((-1.0, -2.0)):
+        seen = set(cropped[:, channel].unique().tolist())
+        assert seen == {3.0, value}  # the image, and the channel's own fill where the window left it
+
+
+def test_black_pixel_is_zero_after_undoing_the_normalisation():
+    info = dataclasses.replace(TOY, mean=(0.5, 0.25), std=(0.5, 0.25), in_channels=2)
+    assert black_pixel(info) == (-1.0, -1.0)
+    for value, mean, std in zip(black_pixel(TOY), TOY.mean, TOY.std):
+        assert value * std + mean == pytest.approx(0.0)
 
 
 def test_crop_of_constant_image_stays_constant_inside():

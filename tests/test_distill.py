@@ -95,6 +95,15 @@ def test_augmented_distillation_asks_the_teacher_per_batch():
         distill(student, data, DistillConfig(augment=True))
 
 
+def test_augmentation_pads_with_the_datas_fill_not_the_mean_pixel():
+    images = torch.zeros(64, 1, 6, 6)  # the mean pixel in normalised units
+    labels = torch.zeros(64, dtype=torch.long)
+    data = DistillData(images, labels, images, labels, crop_padding=2, crop_fill=(-0.81,))
+    out = augment(images, data, torch.Generator().manual_seed(0))
+    padding, image = out.unique().tolist()
+    assert padding == pytest.approx(-0.81) and image == 0.0
+
+
 def test_augmentation_flips_and_crops_with_the_data_set_settings():
     images = torch.arange(2 * 1 * 6 * 6, dtype=torch.float).reshape(2, 1, 6, 6)
     data = DistillData(images, torch.zeros(2, dtype=torch.long), images, torch.zeros(2, dtype=torch.long), hflip=True)

@@ -95,6 +95,7 @@ def compress(
     on_record: Callable[[Any], None] | None = None,
     crop_padding: int = 0,
     hflip: bool = False,
+    crop_fill: float | tuple[float, ...] = 0.0,
     store: SearchStore | None = None,
     resume: ResumePoint | None = None,
     **options: Any,
@@ -102,8 +103,9 @@ def compress(
     """Search a small student for `teacher` (stage 1 removes layers, stage 2 shrinks them).
 
     Data are normalised inputs as the teacher expects them. `options` override fields of
-    SearchConfig by name (e.g. epochs_per_stage=10, max_params=50_000). `crop_padding` and
-    `hflip` describe the data's augmentation, used where a DistillConfig sets `augment`.
+    SearchConfig by name (e.g. epochs_per_stage=10, max_params=50_000). `crop_padding`,
+    `hflip` and `crop_fill` (what the crop pads with, in the inputs' normalised units: a black
+    pixel is -mean/std) describe the data's augmentation, used where a DistillConfig sets `augment`.
     A `store` receives snapshots to resume from; `resume` continues a killed run.
     """
     config = from_dict(SearchConfig, options, "options", base=config or SearchConfig()).validate()
@@ -114,7 +116,8 @@ def compress(
     val_x, val_y = as_tensors(val_data, "val_data")
     example_input = train_x[:1].to(dev)
     check_teacher_runs(teacher, example_input)
-    data = DistillData(train_x, train_y, val_x, val_y, crop_padding=crop_padding, hflip=hflip)
+    data = DistillData(train_x, train_y, val_x, val_y, crop_padding=crop_padding, hflip=hflip,
+                        crop_fill=crop_fill)
     data = data.to(dev).attach_teacher(teacher)
 
     started = time.perf_counter()

@@ -15,6 +15,7 @@ from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .compress import CompressionResult, compress
 from .config import SearchConfig, dump_yaml, from_dict, load_yaml, to_dict
 from .data import DataSplits, load_dataset
+from .data.loader import black_pixel
 from .errors import N2NError
 from .policies import save_policy
 from .report.run_folder import POLICY_FILES, RunFolder
@@ -112,7 +113,8 @@ def execute(folder: RunFolder, teacher: Checkpoint, data: DataSplits, config: Se
         result = compress(
             teacher.model, evaluation_tensors(data, "train", cpu), evaluation_tensors(data, "val", cpu),
             test_data=evaluation_tensors(data, "test", cpu), config=config, device=device, progress=progress,
-            on_record=on_record, crop_padding=data.info.crop_padding, hflip=data.info.hflip, store=folder,
+            on_record=on_record, crop_padding=data.info.crop_padding, hflip=data.info.hflip,
+            crop_fill=black_pixel(data.info), store=folder,
             resume=resume,
         )
     finally:

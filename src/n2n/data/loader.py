@@ -38,12 +38,14 @@ def channel_stats(info: DatasetInfo, device: torch.device, dtype: torch.dtype) -
     return mean, std
 
 
-def random_crop(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad every image by ``padding`` and cut a same-size window at a random offset per image."""
+def random_crop(batch: torch.Tensor, padding: int, generator: torch.Generator,
+                fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Pad every image by ``padding`` with ``fill`` (a number, or one per channel as 1 x C x 1 x 1) and
+    cut a same-size window at a random offset per image."""
     if padding <= 0:
         return batch
     n, channels, height, width = batch.shape
-    padded = F.pad(batch, (padding, padding, padding, padding))
+    padded = F.pad(batch - fill, (padding, padding, padding, padding)) + fill  # F.pad fills with one number only
     top = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(batch.device)
     left = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(batch.device)
     rows = (top[:, None] + torch.arange(height, device=batch.device))[:, None, :, None]
@@ -57,6 +59,11 @@ def random_hflip(batch: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     """Mirror each image left-right with probability 1/2."""
     flip = (torch.rand(batch.shape[0], generator=generator) < 0.5).to(batch.device)
     return torch.where(flip[:, None, None, None], batch.flip(3), batch)
+
+
+def black_pixel(info: DatasetInfo) -> tuple[float, ...]:
+    """A black pixel after normalisation, per channel: what padding adds to a normalised image."""
+    return tuple(-mean / std for mean, std in zip(info.mean, info.std))
 
 
 def augment_batch(batch: torch.Tensor, info: DatasetInfo, generator: torch.Generator) -> torch.Tensor:

@@ -25,6 +25,9 @@ class DistillData:
     teacher_logits: torch.Tensor | None = None  # logits of the teacher on train_images, filled by attach_teacher
     crop_padding: int = 0  # training augmentation, used only where DistillConfig.augment is set
     hflip: bool = False
+    # what the crop pads with, in the images' normalised units (one per channel, or one for all):
+    # black, as the teacher's training padded its [0, 1] images; 0 would be the mean pixel
+    crop_fill: tuple[float, ...] | float = 0.0
     # labels augmented batches where no teacher is passed to distill: the search sets it where
     # its proxy augments, so that it reaches the workers only then
     teacher: nn.Module | None = None

@@ -76,8 +76,9 @@ class _EpochLoader:
 
 
 def augment(images: torch.Tensor, data: DistillData, generator: torch.Generator) -> torch.Tensor:
-    """The data set's crop and flip on normalised images (zero padding is the mean pixel there)."""
-    images = random_crop(images, data.crop_padding, generator)
+    """The data set's crop and flip on normalised images, padded with the data's `crop_fill`."""
+    fill = torch.tensor(data.crop_fill, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    images = random_crop(images, data.crop_padding, generator, fill)
     return random_hflip(images, generator) if data.hflip else images
 
 
