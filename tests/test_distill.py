@@ -113,3 +113,29 @@ def test_augmentation_flips_and_crops_with_the_data_set_settings():
         assert torch.equal(augmented, original) or torch.equal(augmented, original.flip(-1))
     unflipped = replace(data, hflip=False)
     assert torch.equal(augment(images, unflipped, torch.Generator().manual_seed(0)), images)
+
+
+def test_a_run_pads_augmented_crops_black(monkeypatch, tmp_path):
+    """The command's runs hand compress() the data set's black pixel, not compress()'s mean-pixel default."""
+    from types import SimpleNamespace
+
+    from n2n import run
+    from n2n.config import SearchConfig
+    from n2n.data import get_dataset_info
+    from n2n.data.structures import DataSplits, Split
+    from n2n.report.run_folder import RunFolder
+
+    seen = {}
+
+    def fake_compress(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop before any training")
+
+    monkeypatch.setattr(run, "compress", fake_compress)
+    info = get_dataset_info("fashion-mnist")
+    split = Split(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="stop before"):
+        run.execute(RunFolder(tmp_path), SimpleNamespace(model=None), DataSplits(info, split, split, split),
+                    SearchConfig(), None, False, None)
+    (fill,) = seen["crop_fill"]
+    assert fill == pytest.approx(-0.2860 / 0.3530) and seen["crop_padding"] == 2
