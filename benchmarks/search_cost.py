@@ -8,6 +8,8 @@ from fresh stage policies on the teacher:
     proxy of a search config (by default the demo's: inherited weights, the teacher's logits
     computed once, one distillation epoch on a subset). Wall-clock of each, their ratio, and
     how well the proxy's accuracies rank the children as the reference's do (Spearman, Kendall tau).
+    The reference is scored on the validation split, as the proxy is, and also on the validation
+    and test splits together: more images, so less of a finite test set's chance in its ranking.
 (b) executors: candidates per minute for a fixed set of children on the inline, process and
     Ray executors, with 1 and 2 workers.
 (c) training speed: images per second of one proxy epoch through n2n's `distill` against the
@@ -35,7 +37,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 from scipy import stats
@@ -149,6 +151,7 @@ def synchronise(device: torch.device) -> None:
 class Setup:
     teacher: nn.Module
     data: DistillData  # training and validation split on the device, without teacher logits
+    test: tuple[torch.Tensor, torch.Tensor]  # the test split: the reference's accuracy is also taken there
     example_input: torch.Tensor
     config: SearchConfig  # of --config: its proxy is the default scoring
     device: torch.device
@@ -164,10 +167,11 @@ def make_setup(args: argparse.Namespace, teacher_path: str, dataset: str | None)
     check_fits(teacher.meta, splits.info, teacher_path)
     train_x, train_y = evaluation_tensors(splits, "train", device)
     val_x, val_y = evaluation_tensors(splits, "val", device)
+    test = evaluation_tensors(splits, "test", device)
     if args.train_limit is not None:
         train_x, train_y = train_x[: args.train_limit], train_y[: args.train_limit]
     data = DistillData(train_x, train_y, val_x, val_y)
-    return Setup(teacher.model.to(device).eval(), data, train_x[:1], config, device, name)
+    return Setup(teacher.model.to(device).eval(), data, test, train_x[:1], config, device, name)
 
 
 # ---- the children --------------------------------------------------------------------------------
@@ -268,8 +272,8 @@ class TeacherPerBatch:
             yield images, self.data.train_labels[index], logits
 
 
-def reference_accuracy(child: nn.Module, setup: Setup, config: DistillConfig, seed: int) -> float:
-    """Validation accuracy after the reference protocol; NaN when its training diverges."""
+def reference_accuracy(child: nn.Module, setup: Setup, config: DistillConfig, seed: int) -> tuple[float, float]:
+    """Validation and test accuracy after the reference protocol; NaN when its training diverges."""
     torch.manual_seed(seed)
     loader = TeacherPerBatch(setup.data, setup.teacher.eval(), config.batch_size, seed)
     optimizer = torch.optim.Adam(child.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -277,8 +281,8 @@ def reference_accuracy(child: nn.Module, setup: Setup, config: DistillConfig, se
         train_epochs(child, loader, epochs=config.epochs, optimizer=optimizer,
                      loss_fn=lambda model, images, labels, logits: l2_logit_loss(model(images), logits))
     except NonFiniteLossError:
-        return math.nan
-    return accuracy(child, setup.data.val_images, setup.data.val_labels)
+        return math.nan, math.nan
+    return accuracy(child, setup.data.val_images, setup.data.val_labels), accuracy(child, *setup.test)
 
 
 def proxy_accuracy(child: nn.Module, data: DistillData, config: DistillConfig, seed: int) -> float:
@@ -305,7 +309,12 @@ def prepare_proxy(setup: Setup) -> ProxyData:
     return ProxyData(data.subset(proxy.subset, setup.config.seed), replace(proxy, subset=None), seconds)
 
 
-Run = tuple[float, float]  # one run of the reference protocol: (accuracy, seconds)
+class Run(NamedTuple):
+    """One run of the reference protocol."""
+
+    accuracy: float  # on the validation split, where the proxy is scored
+    seconds: float
+    test_accuracy: float = math.nan  # unknown in results written before it was recorded
 
 
 def reference_runs(child: Child, setup: Setup, config: DistillConfig, seeds: int, known: list[Run]) -> list[Run]:
@@ -315,7 +324,8 @@ def reference_runs(child: Child, setup: Setup, config: DistillConfig, seeds: int
     for number in range(len(runs), seeds):
         seed = child.seed + 7919 * number
         scratch = child.rewrite("scratch", setup.example_input, seed).child
-        runs.append(timed(lambda: reference_accuracy(scratch, setup, config, seed), setup.device))
+        (val, test), seconds = timed(lambda: reference_accuracy(scratch, setup, config, seed), setup.device)
+        runs.append(Run(val, seconds, test))
     return runs
 
 
@@ -334,16 +344,26 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
         proxy_acc, proxy_seconds = timed(lambda: proxy_accuracy(start, proxy.data, proxy.config, child.seed),
                                          setup.device)
         known = (earlier or {}).get(child_key(child.name, child.stage, child.actions), [])
-        accuracies, seconds = zip(*reference_runs(child, setup, reference, seeds, known))
-        ref_acc, ref_seconds = mean_of_finite(list(accuracies)), statistics.fmean(seconds)
+        runs = reference_runs(child, setup, reference, seeds, known)
+        accuracies, seconds = [run.accuracy for run in runs], [run.seconds for run in runs]
+        heldout = [heldout_accuracy(run, len(setup.data.val_labels), len(setup.test[1])) for run in runs]
+        ref_acc, ref_seconds = mean_of_finite(accuracies), statistics.fmean(seconds)
         rows.append({"name": child.name, "stage": child.stage, "actions": child.actions, "params": child.params,
                      "flops": child.flops, "proxy_accuracy": proxy_acc, "reference_accuracy": ref_acc,
-                     "reference_accuracies": list(accuracies), "reference_run_seconds": list(seconds),
+                     "reference_accuracies": accuracies, "reference_run_seconds": seconds,
+                     "reference_test_accuracies": [run.test_accuracy for run in runs],
+                     "reference_heldout_accuracies": heldout, "reference_heldout_accuracy": mean_of_finite(heldout),
                      "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds})
         reused = f", {min(len(known), seeds)} of {seeds} runs reused" if known else ""
         say(f"child {number}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
             f"in {proxy_seconds:.1f} s, reference {ref_acc:.4f} in {ref_seconds:.1f} s per run{reused}")
     return rows
+
+
+def heldout_accuracy(run: Run, val_images: int, test_images: int) -> float:
+    """A run's accuracy on the validation and test images together: the reference's score measured on
+    every image no child trains on, so less of its spread between seeds is that of a finite test set."""
+    return (run.accuracy * val_images + run.test_accuracy * test_images) / (val_images + test_images)
 
 
 def child_key(name: str, stage: str, actions: list[int]) -> str:
@@ -374,7 +394,9 @@ def recorded_runs(row: dict[str, Any]) -> list[Run]:
     """A row's runs; results from before per-run records hold one run, or the seconds of one run."""
     accuracies = row.get("reference_accuracies") or [row["reference_accuracy"]]
     seconds = row.get("reference_run_seconds") or [row["reference_seconds"]] * len(accuracies)
-    return [(math.nan if accuracy is None else accuracy, second) for accuracy, second in zip(accuracies, seconds)]
+    tests = row.get("reference_test_accuracies") or [None] * len(accuracies)
+    return [Run(*(math.nan if value is None else value for value in (accuracy, second, test)))
+            for accuracy, second, test in zip(accuracies, seconds, tests)]
 
 
 def rank_agreement(rows: list[dict], first: str = "proxy_accuracy",
@@ -399,11 +421,11 @@ def by_stage(rows: list[dict]) -> dict[str, dict[str, float]]:
     return {stage: rank_agreement([row for row in rows if row["stage"] == stage]) for stage in stages}
 
 
-def reference_self_agreement(rows: list[dict]) -> float:
+def reference_self_agreement(rows: list[dict], runs: str = "reference_accuracies") -> float:
     """The reference against itself: the mean Spearman between the rankings of two of its seeds. A proxy
     cannot rank the children much better against one seed of the reference than this."""
-    seeds = min(len(row["reference_accuracies"]) for row in rows)
-    pairs = [[{"a": row["reference_accuracies"][one], "b": row["reference_accuracies"][other]} for row in rows]
+    seeds = min(len(row[runs]) for row in rows)
+    pairs = [[{"a": row[runs][one], "b": row[runs][other]} for row in rows]
              for one in range(seeds) for other in range(one + 1, seeds)]
     spearmans = [rank_agreement(pair, "a", "b")["spearman"] for pair in pairs]
     return mean_of_finite(spearmans)
@@ -421,7 +443,15 @@ def scoring_summary(rows: list[dict], proxy: ProxyData) -> dict[str, Any]:
             "cost_ratio": reference_total / proxy_total if proxy_total else math.nan,
             **rank_agreement(rows), "by_stage": by_stage(rows),
             "reference_seed_spearman": reference_self_agreement(rows),
+            "heldout": heldout_summary(rows),
             "rows": [{**r, "proxy_seconds_with_share": r["proxy_seconds"] + share} for r in rows]}
+
+
+def heldout_summary(rows: list[dict]) -> dict[str, float]:
+    """The rank agreement, and the reference's with itself, with the reference scored on validation and
+    test images together; NaN where the runs predate test accuracies."""
+    return {**rank_agreement(rows, second="reference_heldout_accuracy"),
+            "reference_seed_spearman": reference_self_agreement(rows, "reference_heldout_accuracies")}
 
 
 # ---- (b) executors -------------------------------------------------------------------------------
@@ -569,7 +599,7 @@ def scoring_table(scoring: dict[str, Any]) -> list[str]:
             f"{number(scoring['reference_seconds_per_child'])} | {number(scoring['cost_ratio'], 1)}x | "
             f"{number(scoring['spearman'], 3)} | {number(scoring['kendall_tau'], 3)} |", "",
             f"The proxy's time includes the one-off teacher-logit pass ({number(scoring['teacher_logit_seconds'])} s).",
-            "", *stage_lines(scoring["by_stage"]), *self_agreement_line(scoring)]
+            "", *stage_lines(scoring["by_stage"]), *self_agreement_line(scoring), *heldout_lines(scoring)]
 
 
 def self_agreement_line(scoring: dict[str, Any]) -> list[str]:
@@ -577,6 +607,15 @@ def self_agreement_line(scoring: dict[str, Any]) -> list[str]:
     if spearman is None or not math.isfinite(spearman):
         return []
     return [f"- the reference against itself (two of its seeds, mean over pairs): Spearman {number(spearman, 3)}"]
+
+
+def heldout_lines(scoring: dict[str, Any]) -> list[str]:
+    heldout = scoring.get("heldout") or {}
+    if heldout.get("spearman") is None or not math.isfinite(heldout["spearman"]):
+        return []
+    return [f"- the reference scored on validation and test images together: Spearman "
+            f"{number(heldout['spearman'], 3)}, Kendall tau {number(heldout['kendall_tau'], 3)}; "
+            f"against itself {number(heldout['reference_seed_spearman'], 3)}"]
 
 
 def stage_lines(stages: dict[str, dict[str, float]]) -> list[str]:

@@ -54,6 +54,11 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
         assert 0 <= row["proxy_accuracy"] <= 1 and 0 <= row["reference_accuracy"] <= 1
         assert len(row["reference_accuracies"]) == 2  # two seeds, scored by their mean
         assert row["reference_accuracy"] == pytest.approx(sum(row["reference_accuracies"]) / 2)
+        assert all(0 <= test <= 1 for test in row["reference_test_accuracies"])
+        # 60 validation and 600 test images in this run, weighted by their numbers
+        heldout = [(val * 60 + test * 600) / 660
+                   for val, test in zip(row["reference_accuracies"], row["reference_test_accuracies"])]
+        assert row["reference_heldout_accuracies"] == pytest.approx(heldout)
     assert len({row["name"] for row in scoring["rows"]}) == 4
     stages = {row["stage"] for row in scoring["rows"]}
     assert set(scoring["by_stage"]) == stages
@@ -86,6 +91,7 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
         assert after["name"] == before["name"]
         assert after["reference_accuracies"][:2] == before["reference_accuracies"]
         assert after["reference_run_seconds"][:2] == before["reference_run_seconds"]
+        assert after["reference_test_accuracies"][:2] == before["reference_test_accuracies"]
         assert len(after["reference_accuracies"]) == 3 and after["reference_run_seconds"][2] > 0
     assert "2 of 3 runs reused" in capsys.readouterr().err
 
@@ -105,7 +111,7 @@ def test_stage_keeps_the_children_of_one_stage():
     script = load_script()
     torch.manual_seed(0)
     teacher = create_model("conv4", in_channels=1, num_classes=10).eval()
-    setup = script.Setup(teacher, None, torch.randn(1, 1, 28, 28), SearchConfig(), torch.device("cpu"), "test")
+    setup = script.Setup(teacher, None, None, torch.randn(1, 1, 28, 28), SearchConfig(), torch.device("cpu"), "test")
     for only in ("removal", "shrinkage", None):
         stages = {child.stage for child in islice(script.sampled_candidates(setup, 0, 6, only), 6)}
         assert stages == ({only} if only else {"removal", "shrinkage"})
@@ -138,7 +144,8 @@ def test_reuse_takes_an_earlier_results_runs_of_the_same_children(tmp_path):
     now = {"run": "runs/a", "seed": 0, "reference": {"epochs": 5}}
     runs = script.earlier_runs(str(earlier_result(tmp_path)), now,
                                {"device_name": "cpu", "usable_cpus": 2, "torch": "2", "platform": "other"})
-    assert runs == {script.child_key("shrinkage-e1-r0", "shrinkage", [1, 2]): [(0.9, 120.0)]}
+    (run,) = runs.pop(script.child_key("shrinkage-e1-r0", "shrinkage", [1, 2]))
+    assert not runs and run[:2] == (0.9, 120.0) and math.isnan(run.test_accuracy)  # not recorded then
 
     class Untrainable:
         seed = 0
