@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import importlib.util
 import json
 import math
@@ -82,8 +83,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reference-epochs", type=positive, default=REFERENCE.epochs)
     parser.add_argument("--reference-seeds", type=positive, default=1,
                         help="runs of the reference protocol per child, with other seeds; it scores their mean")
-    parser.add_argument("--reuse", help="an earlier result of this script: its reference runs of the same children "
-                                        "are taken as they are, and only the missing seeds are run")
+    parser.add_argument("--reuse", nargs="+", default=[], metavar="RESULT",
+                        help="earlier results of this script, finished or partial: their reference runs of the "
+                             "same children are taken as they are (the most a child has), and only the missing "
+                             "seeds are run")
     parser.add_argument("--train-limit", type=positive, help="first N images of the training split, for both protocols")
     parser.add_argument("--limit", type=positive, help="first N training and test images of the data set (quick runs)")
     parser.add_argument("--data-dir", help="where the data set lies (default: n2n's usual places)")
@@ -335,29 +338,45 @@ def mean_of_finite(values: list[float]) -> float:
 
 
 def score_children(children: list[Child], setup: Setup, proxy: ProxyData, reference: DistillConfig,
-                   seeds: int = 1, earlier: dict[str, list[Run]] | None = None) -> list[dict]:
+                   seeds: int = 1, earlier: dict[str, list[Run]] | None = None,
+                   keep: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
     """Each child's proxy and reference accuracy; with several seeds the reference's is their mean
-    and its seconds are those of one run of the protocol, so that the cost ratio stays one protocol's."""
-    rows = []
+    and its seconds are those of one run of the protocol, so that the cost ratio stays one protocol's.
+    After each child, `keep` gets the rows so far, and the earlier runs of the children still to come."""
+    earlier, rows = earlier or {}, []
     for number, child in enumerate(children, start=1):
         start = copy.deepcopy(child.proxy_child)
         proxy_acc, proxy_seconds = timed(lambda: proxy_accuracy(start, proxy.data, proxy.config, child.seed),
                                          setup.device)
-        known = (earlier or {}).get(child_key(child.name, child.stage, child.actions), [])
+        known = earlier.get(child_key(child.name, child.stage, child.actions), [])
         runs = reference_runs(child, setup, reference, seeds, known)
-        accuracies, seconds = [run.accuracy for run in runs], [run.seconds for run in runs]
         heldout = [heldout_accuracy(run, len(setup.data.val_labels), len(setup.test[1])) for run in runs]
-        ref_acc, ref_seconds = mean_of_finite(accuracies), statistics.fmean(seconds)
-        rows.append({"name": child.name, "stage": child.stage, "actions": child.actions, "params": child.params,
-                     "flops": child.flops, "proxy_accuracy": proxy_acc, "reference_accuracy": ref_acc,
-                     "reference_accuracies": accuracies, "reference_run_seconds": seconds,
-                     "reference_test_accuracies": [run.test_accuracy for run in runs],
+        ref_acc = mean_of_finite([run.accuracy for run in runs])
+        ref_seconds = statistics.fmean(run.seconds for run in runs)
+        rows.append({**child_runs(child, runs), "params": child.params, "flops": child.flops,
+                     "proxy_accuracy": proxy_acc, "reference_accuracy": ref_acc,
                      "reference_heldout_accuracies": heldout, "reference_heldout_accuracy": mean_of_finite(heldout),
                      "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds})
         reused = f", {min(len(known), seeds)} of {seeds} runs reused" if known else ""
         say(f"child {number}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
             f"in {proxy_seconds:.1f} s, reference {ref_acc:.4f} in {ref_seconds:.1f} s per run{reused}")
+        to_come = [(later, earlier.get(child_key(later.name, later.stage, later.actions)))
+                   for later in children[number:]]
+        keep(rows + [child_runs(later, later_runs) for later, later_runs in to_come if later_runs])
     return rows
+
+
+def child_runs(child: Child, runs: list[Run]) -> dict[str, Any]:
+    """What names a child and its reference runs, all that --reuse reads of a row."""
+    return {"name": child.name, "stage": child.stage, "actions": child.actions,
+            "reference_accuracies": [run.accuracy for run in runs],
+            "reference_run_seconds": [run.seconds for run in runs],
+            "reference_test_accuracies": [run.test_accuracy for run in runs]}
+
+
+def write_partial(path: Path, now_settings: dict[str, Any], now_machine: dict[str, Any], rows: list[dict]) -> None:
+    """The reference runs so far, in a form --reuse takes: a stopped measurement loses at most one child."""
+    write_json(path, {"settings": now_settings, "machine": now_machine, "scoring": {"rows": rows}, "partial": True})
 
 
 def heldout_accuracy(run: Run, val_images: int, test_images: int) -> float:
@@ -388,6 +407,17 @@ def earlier_runs(path: str, now_settings: dict[str, Any], now_machine: dict[str,
         if differ:
             raise N2NError(f"--reuse {path}: measured with another {', '.join(differ)}")
     return {child_key(row["name"], row["stage"], row["actions"]): recorded_runs(row) for row in rows}
+
+
+def runs_of_all(paths: list[str], now_settings: dict[str, Any], now_machine: dict[str, Any]) -> dict[str, list[Run]]:
+    """The reference runs of several earlier results, by child: the longest list of each child's runs (its
+    seeds come in one order, so a shorter list is the start of a longer one)."""
+    merged: dict[str, list[Run]] = {}
+    for path in paths:
+        for key, runs in earlier_runs(path, now_settings, now_machine).items():
+            if len(runs) > len(merged.get(key, [])):
+                merged[key] = runs
+    return merged
 
 
 def recorded_runs(row: dict[str, Any]) -> list[Run]:
@@ -689,16 +719,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup, children = choose_children(args)
     reference = replace(REFERENCE, epochs=args.reference_epochs)
     now_settings, now_machine = settings(args, setup, reference), machine(setup.device)
-    earlier = earlier_runs(args.reuse, now_settings, now_machine) if args.reuse else None
+    earlier = runs_of_all(args.reuse, now_settings, now_machine)
     proxy = prepare_proxy(setup)
-    scoring = scoring_summary(score_children(children, setup, proxy, reference, args.reference_seeds, earlier),
-                              proxy)
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"search_cost-{setup.device.type}.json"
+    partial = out.with_suffix(".partial.json")
+    say(f"the reference runs are kept in {partial} after each child: should this stop, --reuse {partial} "
+        "takes them up")
+    keep = functools.partial(write_partial, partial, now_settings, now_machine)
+    rows = score_children(children, setup, proxy, reference, args.reference_seeds, earlier, keep)
+    scoring = scoring_summary(rows, proxy)
     executors = None if args.skip_executors else measure_executors(args, children, proxy)
     speed = training_speed(children[0], proxy, args.repeats)
     result = {"settings": now_settings, "machine": now_machine, "scoring": scoring,
               "executors": executors, "throughput": speed, "targets": targets(scoring, speed)}
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"search_cost-{setup.device.type}.json"
     write_json(out, result)
+    partial.unlink(missing_ok=True)
     print(markdown(result))
     print(f"\nwritten to {out}")
     return result

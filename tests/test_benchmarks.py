@@ -7,6 +7,7 @@ import math
 import sys
 from itertools import islice
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -94,6 +95,7 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
         assert after["reference_test_accuracies"][:2] == before["reference_test_accuracies"]
         assert len(after["reference_accuracies"]) == 3 and after["reference_run_seconds"][2] > 0
     assert "2 of 3 runs reused" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.partial.json"))  # the finished results replace the runs kept on the way
 
 
 def test_executors_without_ray_are_timed_and_ray_is_named_as_left_out(monkeypatch):
@@ -175,3 +177,40 @@ def test_the_reference_against_itself_is_the_mean_spearman_over_pairs_of_seeds()
     rows = [{"reference_accuracies": list(accuracies)} for accuracies in runs]
     assert script.reference_self_agreement(rows) == pytest.approx((1 - 1 - 1) / 3)
     assert math.isnan(script.reference_self_agreement([{"reference_accuracies": [0.9]}] * 3))  # one seed
+
+
+def test_a_stopped_measurement_keeps_its_runs_and_those_of_the_children_to_come(tmp_path, monkeypatch):
+    script = load_script()
+    monkeypatch.setattr(script, "proxy_accuracy", lambda *args: 0.5)
+    monkeypatch.setattr(script, "reference_runs",
+                        lambda child, setup, config, seeds, known: known + [script.Run(0.8, 10.0, 0.7)])
+    children = [script.Child(name, "shrinkage", [index], None, None, index, proxy_child=torch.nn.Linear(1, 1))
+                for index, name in enumerate(("first", "second", "third"))]
+    setup = SimpleNamespace(data=SimpleNamespace(val_labels=[0] * 6), test=(None, [0] * 10),
+                            device=torch.device("cpu"))
+    proxy = SimpleNamespace(data=None, config=None)
+    earlier = {script.child_key("third", "shrinkage", [2]): [script.Run(0.9, 100.0, 0.85)]}
+    partial = tmp_path / "cost.partial.json"
+    now = ({"run": "runs/a"}, {"device_name": "cpu"})
+
+    class Stopped(Exception):
+        pass
+
+    def keep_then_stop(rows):
+        script.write_partial(partial, *now, rows)
+        raise Stopped
+
+    with pytest.raises(Stopped):
+        script.score_children(children, setup, proxy, None, 2, earlier, keep_then_stop)
+    kept = script.runs_of_all([str(partial)], *now)
+    assert kept == {script.child_key("first", "shrinkage", [0]): [(0.8, 10.0, 0.7)],  # the one scored
+                    script.child_key("third", "shrinkage", [2]): [(0.9, 100.0, 0.85)]}  # carried as it was
+
+    # another result holding more runs of a child wins for that child
+    longer = tmp_path / "longer.json"
+    script.write_partial(longer, *now, [script.child_runs(children[0], [script.Run(0.8, 10.0, 0.7),
+                                                                           script.Run(0.6, 11.0, 0.5)])])
+    merged = script.runs_of_all([str(partial), str(longer)], *now)
+    assert merged[script.child_key("first", "shrinkage", [0])] == [(0.8, 10.0, 0.7), (0.6, 11.0, 0.5)]
+    assert merged[script.child_key("third", "shrinkage", [2])] == [(0.9, 100.0, 0.85)]
+    assert script.parse_args(["--reuse", "a.json", "b.json"]).reuse == ["a.json", "b.json"]
