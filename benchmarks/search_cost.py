@@ -379,6 +379,13 @@ def write_partial(path: Path, now_settings: dict[str, Any], now_machine: dict[st
     write_json(path, {"settings": now_settings, "machine": now_machine, "scoring": {"rows": rows}, "partial": True})
 
 
+def check_not_overwriting(partial: Path, reuse: list[str]) -> None:
+    """A stopped measurement's runs are not written over unless this one takes them up."""
+    if partial.exists() and partial.resolve() not in {Path(path).resolve() for path in reuse}:
+        raise N2NError(f"{partial} holds the reference runs of a stopped measurement: add --reuse {partial} "
+                       "to go on from them, or remove it")
+
+
 def heldout_accuracy(run: Run, val_images: int, test_images: int) -> float:
     """A run's accuracy on the validation and test images together: the reference's score measured on
     every image no child trains on, so less of its spread between seeds is that of a finite test set."""
@@ -720,9 +727,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reference = replace(REFERENCE, epochs=args.reference_epochs)
     now_settings, now_machine = settings(args, setup, reference), machine(setup.device)
     earlier = runs_of_all(args.reuse, now_settings, now_machine)
-    proxy = prepare_proxy(setup)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"search_cost-{setup.device.type}.json"
     partial = out.with_suffix(".partial.json")
+    check_not_overwriting(partial, args.reuse)
+    proxy = prepare_proxy(setup)
     say(f"the reference runs are kept in {partial} after each child: should this stop, --reuse {partial} "
         "takes them up")
     keep = functools.partial(write_partial, partial, now_settings, now_machine)

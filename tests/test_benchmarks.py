@@ -214,3 +214,14 @@ def test_a_stopped_measurement_keeps_its_runs_and_those_of_the_children_to_come(
     assert merged[script.child_key("first", "shrinkage", [0])] == [(0.8, 10.0, 0.7), (0.6, 11.0, 0.5)]
     assert merged[script.child_key("third", "shrinkage", [2])] == [(0.9, 100.0, 0.85)]
     assert script.parse_args(["--reuse", "a.json", "b.json"]).reuse == ["a.json", "b.json"]
+
+
+def test_the_runs_of_a_stopped_measurement_are_not_written_over_unless_taken_up(tmp_path):
+    script = load_script()
+    partial = tmp_path / "cost.partial.json"
+    script.check_not_overwriting(partial, [])  # nothing there yet
+    partial.write_text("{}")
+    with pytest.raises(script.N2NError, match="stopped measurement: add --reuse .*cost.partial.json"):
+        script.check_not_overwriting(partial, [str(tmp_path / "other.json")])
+    script.check_not_overwriting(partial, [str(tmp_path / "other.json"), str(partial)])
+    assert partial.read_text() == "{}"
