@@ -650,9 +650,10 @@ def heldout_lines(scoring: dict[str, Any]) -> list[str]:
     heldout = scoring.get("heldout") or {}
     if heldout.get("spearman") is None or not math.isfinite(heldout["spearman"]):
         return []
+    itself = heldout["reference_seed_spearman"]
+    against_itself = f"; against itself {number(itself, 3)}" if itself is not None and math.isfinite(itself) else ""
     return [f"- the reference scored on validation and test images together: Spearman "
-            f"{number(heldout['spearman'], 3)}, Kendall tau {number(heldout['kendall_tau'], 3)}; "
-            f"against itself {number(heldout['reference_seed_spearman'], 3)}"]
+            f"{number(heldout['spearman'], 3)}, Kendall tau {number(heldout['kendall_tau'], 3)}{against_itself}"]
 
 
 def stage_lines(stages: dict[str, dict[str, float]]) -> list[str]:

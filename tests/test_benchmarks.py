@@ -179,6 +179,15 @@ def test_the_reference_against_itself_is_the_mean_spearman_over_pairs_of_seeds()
     assert math.isnan(script.reference_self_agreement([{"reference_accuracies": [0.9]}] * 3))  # one seed
 
 
+def test_the_heldout_line_names_the_references_self_agreement_only_when_it_has_two_seeds():
+    script = load_script()
+    one_seed = {"heldout": {"spearman": 0.6, "kendall_tau": 0.5, "reference_seed_spearman": math.nan}}
+    two_seeds = {"heldout": {"spearman": 0.6, "kendall_tau": 0.5, "reference_seed_spearman": 0.7}}
+    assert "against itself" not in script.heldout_lines(one_seed)[0]
+    assert script.heldout_lines(two_seeds)[0].endswith("against itself 0.700")
+    assert script.heldout_lines({"heldout": {"spearman": math.nan}}) == []  # runs without test accuracies
+
+
 def test_a_stopped_measurement_keeps_its_runs_and_those_of_the_children_to_come(tmp_path, monkeypatch):
     script = load_script()
     monkeypatch.setattr(script, "proxy_accuracy", lambda *args: 0.5)
