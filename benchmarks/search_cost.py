@@ -621,8 +621,13 @@ def write_json(path: Path, result: dict[str, Any]) -> None:
 
 
 # ---- the printed table ---------------------------------------------------------------------------
+def measured(value: Any) -> bool:
+    """A figure the run produced: not missing (None) and not NaN."""
+    return value is not None and not (isinstance(value, float) and not math.isfinite(value))
+
+
 def number(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if not measured(value):
         return "–"
     return f"{value:,.{digits}f}"
 
@@ -641,17 +646,17 @@ def scoring_table(scoring: dict[str, Any]) -> list[str]:
 
 def self_agreement_line(scoring: dict[str, Any]) -> list[str]:
     spearman = scoring["reference_seed_spearman"]
-    if spearman is None or not math.isfinite(spearman):
+    if not measured(spearman):
         return []
     return [f"- the reference against itself (two of its seeds, mean over pairs): Spearman {number(spearman, 3)}"]
 
 
 def heldout_lines(scoring: dict[str, Any]) -> list[str]:
     heldout = scoring.get("heldout") or {}
-    if heldout.get("spearman") is None or not math.isfinite(heldout["spearman"]):
+    if not measured(heldout.get("spearman")):
         return []
     itself = heldout["reference_seed_spearman"]
-    against_itself = f"; against itself {number(itself, 3)}" if itself is not None and math.isfinite(itself) else ""
+    against_itself = f"; against itself {number(itself, 3)}" if measured(itself) else ""
     return [f"- the reference scored on validation and test images together: Spearman "
             f"{number(heldout['spearman'], 3)}, Kendall tau {number(heldout['kendall_tau'], 3)}{against_itself}"]
 
