@@ -48,6 +48,7 @@ from n2n.arch import NetworkView, Rewrite, arch_signature
 from n2n.checkpoint import check_fits, load_checkpoint
 from n2n.config import EXECUTORS, STAGES, SearchConfig, from_dict, load_yaml, to_dict
 from n2n.data import load_dataset
+from n2n.data.loader import black_pixel
 from n2n.distill.data import DistillData
 from n2n.distill.losses import l2_logit_loss, make_distill_loss
 from n2n.distill.trainer import DistillConfig, distill
@@ -96,6 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="executors to time, comma-separated")
     parser.add_argument("--workers", type=worker_counts, default="1,2", help="worker counts to time, comma-separated")
     parser.add_argument("--executor-children", type=positive, default=8, help="children each executor scores")
+    parser.add_argument("--final", action="store_true",
+                        help="also continue each proxy-trained child with the config's final distillation, as n2n "
+                             "does with the child it keeps, and rank the proxy and the reference against that")
     parser.add_argument("--skip-executors", action="store_true", help="leave out the executor measurement")
     parser.add_argument("--repeats", type=positive, default=3, help="timings of each loop for the training speed")
     parser.add_argument("--out", help="JSON file (default: benchmarks/results/search_cost-<device>.json)")
@@ -173,7 +177,9 @@ def make_setup(args: argparse.Namespace, teacher_path: str, dataset: str | None)
     test = evaluation_tensors(splits, "test", device)
     if args.train_limit is not None:
         train_x, train_y = train_x[: args.train_limit], train_y[: args.train_limit]
-    data = DistillData(train_x, train_y, val_x, val_y)
+    # the final distillation augments as `n2n compress` does; the proxy and the reference do not
+    data = DistillData(train_x, train_y, val_x, val_y, crop_padding=splits.info.crop_padding,
+                       hflip=splits.info.hflip, crop_fill=black_pixel(splits.info))
     return Setup(teacher.model.to(device).eval(), data, test, train_x[:1], config, device, name)
 
 
@@ -288,9 +294,11 @@ def reference_accuracy(child: nn.Module, setup: Setup, config: DistillConfig, se
     return accuracy(child, setup.data.val_images, setup.data.val_labels), accuracy(child, *setup.test)
 
 
-def proxy_accuracy(child: nn.Module, data: DistillData, config: DistillConfig, seed: int) -> float:
+def proxy_accuracy(child: nn.Module, data: DistillData, config: DistillConfig, seed: int,
+                   teacher: nn.Module | None = None) -> float:
+    """Validation accuracy after `distill` (the proxy's, or the final distillation's with `teacher`)."""
     try:
-        return distill(child, data, config, seed=seed).val_accuracy
+        return distill(child, data, config, seed=seed, teacher=teacher).val_accuracy
     except NonFiniteLossError:  # the search scores such a child invalid
         return math.nan
 
@@ -302,6 +310,7 @@ class ProxyData:
     data: DistillData
     config: DistillConfig
     teacher_seconds: float
+    whole: DistillData | None = None  # every training image, for the final distillation
 
 
 def prepare_proxy(setup: Setup) -> ProxyData:
@@ -309,7 +318,7 @@ def prepare_proxy(setup: Setup) -> ProxyData:
     data = replace(setup.data)
     _, seconds = timed(lambda: data.attach_teacher(setup.teacher), setup.device)
     proxy = setup.config.proxy
-    return ProxyData(data.subset(proxy.subset, setup.config.seed), replace(proxy, subset=None), seconds)
+    return ProxyData(data.subset(proxy.subset, setup.config.seed), replace(proxy, subset=None), seconds, data)
 
 
 class Run(NamedTuple):
@@ -332,6 +341,14 @@ def reference_runs(child: Child, setup: Setup, config: DistillConfig, seeds: int
     return runs
 
 
+def final_run(trained: nn.Module, setup: Setup, proxy: ProxyData, final: DistillConfig) -> dict[str, float]:
+    """The final distillation of a proxy-trained child, with the search's seed and the teacher labelling
+    augmented batches, as `n2n compress` ends; `trained` goes on training in place."""
+    accuracy_after, seconds = timed(lambda: proxy_accuracy(trained, proxy.whole, final, setup.config.seed,
+                                                           setup.teacher), setup.device)
+    return {"final_accuracy": accuracy_after, "final_seconds": seconds}
+
+
 def mean_of_finite(values: list[float]) -> float:
     finite = [value for value in values if math.isfinite(value)]
     return statistics.fmean(finite) if finite else math.nan
@@ -339,15 +356,18 @@ def mean_of_finite(values: list[float]) -> float:
 
 def score_children(children: list[Child], setup: Setup, proxy: ProxyData, reference: DistillConfig,
                    seeds: int = 1, earlier: dict[str, list[Run]] | None = None,
-                   keep: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+                   keep: Callable[[list[dict]], None] = lambda rows: None,
+                   final: DistillConfig | None = None) -> list[dict]:
     """Each child's proxy and reference accuracy; with several seeds the reference's is their mean
     and its seconds are those of one run of the protocol, so that the cost ratio stays one protocol's.
+    With `final`, each proxy-trained child is then distilled with it, as n2n does with the child it keeps.
     After each child, `keep` gets the rows so far, and the earlier runs of the children still to come."""
     earlier, rows = earlier or {}, []
     for number, child in enumerate(children, start=1):
         start = copy.deepcopy(child.proxy_child)
         proxy_acc, proxy_seconds = timed(lambda: proxy_accuracy(start, proxy.data, proxy.config, child.seed),
                                          setup.device)
+        finals = final_run(start, setup, proxy, final) if final is not None else {}
         known = earlier.get(child_key(child.name, child.stage, child.actions), [])
         runs = reference_runs(child, setup, reference, seeds, known)
         heldout = [heldout_accuracy(run, len(setup.data.val_labels), len(setup.test[1])) for run in runs]
@@ -356,10 +376,11 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
         rows.append({**child_runs(child, runs), "params": child.params, "flops": child.flops,
                      "proxy_accuracy": proxy_acc, "reference_accuracy": ref_acc,
                      "reference_heldout_accuracies": heldout, "reference_heldout_accuracy": mean_of_finite(heldout),
-                     "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds})
+                     "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds, **finals})
         reused = f", {min(len(known), seeds)} of {seeds} runs reused" if known else ""
+        after = f", final {finals['final_accuracy']:.4f} in {finals['final_seconds']:.1f} s" if finals else ""
         say(f"child {number}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
-            f"in {proxy_seconds:.1f} s, reference {ref_acc:.4f} in {ref_seconds:.1f} s per run{reused}")
+            f"in {proxy_seconds:.1f} s{after}, reference {ref_acc:.4f} in {ref_seconds:.1f} s per run{reused}")
         to_come = [(later, earlier.get(child_key(later.name, later.stage, later.actions)))
                    for later in children[number:]]
         keep(rows + [child_runs(later, later_runs) for later, later_runs in to_come if later_runs])
@@ -480,7 +501,7 @@ def scoring_summary(rows: list[dict], proxy: ProxyData) -> dict[str, Any]:
             "cost_ratio": reference_total / proxy_total if proxy_total else math.nan,
             **rank_agreement(rows), "by_stage": by_stage(rows),
             "reference_seed_spearman": reference_self_agreement(rows),
-            "heldout": heldout_summary(rows),
+            "heldout": heldout_summary(rows), **final_summary(rows),
             "rows": [{**r, "proxy_seconds_with_share": r["proxy_seconds"] + share} for r in rows]}
 
 
@@ -489,6 +510,14 @@ def heldout_summary(rows: list[dict]) -> dict[str, float]:
     test images together; NaN where the runs predate test accuracies."""
     return {**rank_agreement(rows, second="reference_heldout_accuracy"),
             "reference_seed_spearman": reference_self_agreement(rows, "reference_heldout_accuracies")}
+
+
+def final_summary(rows: list[dict]) -> dict[str, Any]:
+    """How the proxy and the reference rank the children against n2n's own final distillation of each."""
+    if not rows or "final_accuracy" not in rows[0]:
+        return {}
+    return {"final": {"proxy": rank_agreement(rows, second="final_accuracy"),
+                      "reference": rank_agreement(rows, "reference_accuracy", "final_accuracy")}}
 
 
 # ---- (b) executors -------------------------------------------------------------------------------
@@ -641,7 +670,8 @@ def scoring_table(scoring: dict[str, Any]) -> list[str]:
             f"{number(scoring['reference_seconds_per_child'])} | {number(scoring['cost_ratio'], 1)}x | "
             f"{number(scoring['spearman'], 3)} | {number(scoring['kendall_tau'], 3)} |", "",
             f"The proxy's time includes the one-off teacher-logit pass ({number(scoring['teacher_logit_seconds'])} s).",
-            "", *stage_lines(scoring["by_stage"]), *self_agreement_line(scoring), *heldout_lines(scoring)]
+            "", *stage_lines(scoring["by_stage"]), *self_agreement_line(scoring), *heldout_lines(scoring),
+            *final_lines(scoring)]
 
 
 def self_agreement_line(scoring: dict[str, Any]) -> list[str]:
@@ -659,6 +689,15 @@ def heldout_lines(scoring: dict[str, Any]) -> list[str]:
     against_itself = f"; against itself {number(itself, 3)}" if measured(itself) else ""
     return [f"- the reference scored on validation and test images together: Spearman "
             f"{number(heldout['spearman'], 3)}, Kendall tau {number(heldout['kendall_tau'], 3)}{against_itself}"]
+
+
+def final_lines(scoring: dict[str, Any]) -> list[str]:
+    final = scoring.get("final")
+    if not final:
+        return []
+    return [f"- against the final distillation of each proxy-trained child (the config's final:): the proxy "
+            f"Spearman {number(final['proxy']['spearman'], 3)}, Kendall tau {number(final['proxy']['kendall_tau'], 3)}; "
+            f"the reference Spearman {number(final['reference']['spearman'], 3)}"]
 
 
 def stage_lines(stages: dict[str, dict[str, float]]) -> list[str]:
@@ -740,7 +779,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     say(f"the reference runs are kept in {partial} after each child: should this stop, --reuse {partial} "
         "takes them up")
     keep = functools.partial(write_partial, partial, now_settings, now_machine)
-    rows = score_children(children, setup, proxy, reference, args.reference_seeds, earlier, keep)
+    final = setup.config.final if args.final else None
+    rows = score_children(children, setup, proxy, reference, args.reference_seeds, earlier, keep, final)
     scoring = scoring_summary(rows, proxy)
     executors = None if args.skip_executors else measure_executors(args, children, proxy)
     speed = training_speed(children[0], proxy, args.repeats)

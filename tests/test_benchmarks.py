@@ -87,8 +87,11 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
     more = tmp_path / "more.json"
     load_script().main(["--data-dir", str(fashion_mnist_root), "--limit", "600", "--children", "4",
                         "--reference-epochs", "1", "--reference-seeds", "3", "--skip-executors", "--repeats", "1",
-                        "--reuse", str(out), "--out", str(more)])
-    for before, after in zip(scoring["rows"], json.loads(more.read_text())["scoring"]["rows"]):
+                        "--final", "--reuse", str(out), "--out", str(more)])
+    more_scoring = json.loads(more.read_text())["scoring"]
+    assert all(0 <= row["final_accuracy"] <= 1 and row["final_seconds"] > 0 for row in more_scoring["rows"])
+    assert more_scoring["final"]["proxy"]["ranked_children"] == 4
+    for before, after in zip(scoring["rows"], more_scoring["rows"]):
         assert after["name"] == before["name"]
         assert after["reference_accuracies"][:2] == before["reference_accuracies"]
         assert after["reference_run_seconds"][:2] == before["reference_run_seconds"]
@@ -234,3 +237,43 @@ def test_the_runs_of_a_stopped_measurement_are_not_written_over_unless_taken_up(
         script.check_not_overwriting(partial, [str(tmp_path / "other.json")])
     script.check_not_overwriting(partial, [str(tmp_path / "other.json"), str(partial)])
     assert partial.read_text() == "{}"
+
+
+def test_the_final_distillation_goes_on_from_the_proxy_trained_child(monkeypatch):
+    script = load_script()
+    calls = []
+
+    def distilled(child, data, config, seed, teacher=None):
+        calls.append((child, data, config, seed, teacher))
+        return 0.9 if teacher is not None else 0.5
+
+    monkeypatch.setattr(script, "proxy_accuracy", distilled)
+    monkeypatch.setattr(script, "reference_runs", lambda child, setup, config, seeds, known: [script.Run(0.8, 10.0)])
+    children = [script.Child("only", "shrinkage", [0], None, None, 5, proxy_child=torch.nn.Linear(1, 1))]
+    setup = SimpleNamespace(data=SimpleNamespace(val_labels=[0] * 6), test=(None, [0] * 10),
+                            device=torch.device("cpu"), config=SimpleNamespace(seed=3), teacher="the teacher")
+    proxy = SimpleNamespace(data="the subset", config="the proxy", whole="every image")
+
+    row, = script.score_children(children, setup, proxy, None, final="the final")
+    (proxy_call, final_call) = calls
+    assert final_call[0] is proxy_call[0] and proxy_call[0] is not children[0].proxy_child  # trained on, a copy
+    assert proxy_call[1:] == ("the subset", "the proxy", 5, None)
+    assert final_call[1:] == ("every image", "the final", 3, "the teacher")  # the search's seed, as compress
+    assert row["proxy_accuracy"] == 0.5 and row["final_accuracy"] == 0.9 and row["final_seconds"] >= 0
+
+    calls.clear()
+    row, = script.score_children(children, setup, proxy, None)
+    assert len(calls) == 1 and "final_accuracy" not in row
+
+
+def test_the_proxy_and_the_reference_are_ranked_against_the_final_distillation():
+    script = load_script()
+    rows = [{"proxy_accuracy": p, "reference_accuracy": r, "final_accuracy": f}
+            for p, r, f in ((0.80, 0.90, 0.91), (0.81, 0.89, 0.92), (0.82, 0.88, 0.93))]
+    final = script.final_summary(rows)["final"]
+    assert final["proxy"]["spearman"] == pytest.approx(1.0) and final["proxy"]["ranked_children"] == 3
+    assert final["reference"]["spearman"] == pytest.approx(-1.0)
+    line, = script.final_lines({"final": final})
+    assert "the proxy Spearman 1.000" in line and "the reference Spearman -1.000" in line
+    no_final = [{"proxy_accuracy": 0.8, "reference_accuracy": 0.9}]
+    assert script.final_summary(no_final) == {} and script.final_lines(script.final_summary(no_final)) == []
