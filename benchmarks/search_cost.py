@@ -10,6 +10,8 @@ from fresh stage policies on the teacher:
     how well the proxy's accuracies rank the children as the reference's do (Spearman, Kendall tau).
     The reference is scored on the validation split, as the proxy is, and also on the validation
     and test splits together: more images, so less of a finite test set's chance in its ranking.
+    With --final each proxy-trained child also goes through the config's final distillation, as
+    `n2n compress` ends, and both are ranked against that too.
 (b) executors: candidates per minute for a fixed set of children on the inline, process and
     Ray executors, with 1 and 2 workers.
 (c) training speed: images per second of one proxy epoch through n2n's `distill` against the
