@@ -296,7 +296,7 @@ def reference_accuracy(child: nn.Module, setup: Setup, config: DistillConfig, se
     return accuracy(child, setup.data.val_images, setup.data.val_labels), accuracy(child, *setup.test)
 
 
-def proxy_accuracy(child: nn.Module, data: DistillData, config: DistillConfig, seed: int,
+def distilled_accuracy(child: nn.Module, data: DistillData, config: DistillConfig, seed: int,
                    teacher: nn.Module | None = None) -> float:
     """Validation accuracy after `distill` (the proxy's, or the final distillation's with `teacher`)."""
     try:
@@ -312,7 +312,7 @@ class ProxyData:
     data: DistillData
     config: DistillConfig
     teacher_seconds: float
-    whole: DistillData | None = None  # every training image, for the final distillation
+    whole: DistillData  # every training image with its logits, for the final distillation
 
 
 def prepare_proxy(setup: Setup) -> ProxyData:
@@ -346,7 +346,7 @@ def reference_runs(child: Child, setup: Setup, config: DistillConfig, seeds: int
 def final_run(trained: nn.Module, setup: Setup, proxy: ProxyData, final: DistillConfig) -> dict[str, float]:
     """The final distillation of a proxy-trained child, with the search's seed and the teacher labelling
     augmented batches, as `n2n compress` ends; `trained` goes on training in place."""
-    accuracy_after, seconds = timed(lambda: proxy_accuracy(trained, proxy.whole, final, setup.config.seed,
+    accuracy_after, seconds = timed(lambda: distilled_accuracy(trained, proxy.whole, final, setup.config.seed,
                                                            setup.teacher), setup.device)
     return {"final_accuracy": accuracy_after, "final_seconds": seconds}
 
@@ -367,7 +367,7 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
     earlier, rows = earlier or {}, []
     for number, child in enumerate(children, start=1):
         start = copy.deepcopy(child.proxy_child)
-        proxy_acc, proxy_seconds = timed(lambda: proxy_accuracy(start, proxy.data, proxy.config, child.seed),
+        proxy_acc, proxy_seconds = timed(lambda: distilled_accuracy(start, proxy.data, proxy.config, child.seed),
                                          setup.device)
         finals = final_run(start, setup, proxy, final) if final is not None else {}
         known = earlier.get(child_key(child.name, child.stage, child.actions), [])

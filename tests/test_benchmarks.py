@@ -193,7 +193,7 @@ def test_the_heldout_line_names_the_references_self_agreement_only_when_it_has_t
 
 def test_a_stopped_measurement_keeps_its_runs_and_those_of_the_children_to_come(tmp_path, monkeypatch):
     script = load_script()
-    monkeypatch.setattr(script, "proxy_accuracy", lambda *args: 0.5)
+    monkeypatch.setattr(script, "distilled_accuracy", lambda *args: 0.5)
     monkeypatch.setattr(script, "reference_runs",
                         lambda child, setup, config, seeds, known: known + [script.Run(0.8, 10.0, 0.7)])
     children = [script.Child(name, "shrinkage", [index], None, None, index, proxy_child=torch.nn.Linear(1, 1))
@@ -247,7 +247,7 @@ def test_the_final_distillation_goes_on_from_the_proxy_trained_child(monkeypatch
         calls.append((child, data, config, seed, teacher))
         return 0.9 if teacher is not None else 0.5
 
-    monkeypatch.setattr(script, "proxy_accuracy", distilled)
+    monkeypatch.setattr(script, "distilled_accuracy", distilled)
     monkeypatch.setattr(script, "reference_runs", lambda child, setup, config, seeds, known: [script.Run(0.8, 10.0)])
     children = [script.Child("only", "shrinkage", [0], None, None, 5, proxy_child=torch.nn.Linear(1, 1))]
     setup = SimpleNamespace(data=SimpleNamespace(val_labels=[0] * 6), test=(None, [0] * 10),
@@ -277,3 +277,13 @@ def test_the_proxy_and_the_reference_are_ranked_against_the_final_distillation()
     assert "the proxy Spearman 1.000" in line and "the reference Spearman -1.000" in line
     no_final = [{"proxy_accuracy": 0.8, "reference_accuracy": 0.9}]
     assert script.final_summary(no_final) == {} and script.final_lines(script.final_summary(no_final)) == []
+
+
+@pytest.mark.data
+def test_the_final_distillation_augments_as_compress_does(fashion_mnist_root):
+    script = load_script()
+    args = script.parse_args(["--data-dir", str(fashion_mnist_root), "--limit", "600"])
+    data = script.make_setup(args, str(script.DEFAULT_TEACHER), None).data
+    # Fashion-MNIST's crop and flip, the crops padded with black (mean 0.2860, std 0.3530), as `n2n compress`
+    assert data.crop_padding == 2 and data.hflip
+    assert data.crop_fill == pytest.approx((-0.2860 / 0.3530,))
