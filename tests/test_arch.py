@@ -334,6 +334,8 @@ def test_bad_options_are_config_errors():
         remove_layers(teacher, view, view.removable_mask().tolist(), inputs, init="random")
     with pytest.raises(ConfigError, match="min_width"):
         shrink_layers(teacher, view, [0.5] * len(view.groups), inputs, min_width=0)
+    with pytest.raises(ConfigError, match="criterion must be one of contribution, l1"):
+        shrink_layers(teacher, view, [0.5] * len(view.groups), inputs, criterion="l2")
 
 
 def test_fitting_a_layer_to_a_new_input_width_cuts_or_grows_inputs():
@@ -376,29 +378,59 @@ def test_half_ratio_halves_every_group_down_to_min_width():
     assert small.get_submodule("features.0").out_channels == 8
 
 
-def test_shrinking_keeps_the_filters_with_the_largest_l1_norm():
+def test_shrinking_keeps_the_channels_the_next_layer_gets_most_from():
     teacher, inputs = zoo("conv4", width_mult=0.5), example_for("conv4")
+    norm = teacher.get_submodule("features.4")
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-2.0, 2.0, norm.num_features))  # signed: the scale's size counts
     view = NetworkView.build(teacher, inputs)
     ratios = [0.5 if group.layers == ("features.3",) else 1.0 for group in view.groups]
     child = shrink_layers(teacher, view, ratios, inputs, min_width=2).child
 
-    filters = weight(teacher, "features.3")
-    kept = filters.abs().sum(dim=(1, 2, 3)).argsort(descending=True)[:8].sort().values
-    assert torch.equal(weight(child, "features.3"), filters[kept])
+    reads = weight(teacher, "features.7").abs().sum(dim=(0, 2, 3))
+    kept = (norm.weight.detach().abs() * reads).argsort(descending=True)[:8].sort().values
+    assert torch.equal(weight(child, "features.3"), weight(teacher, "features.3")[kept])
     assert torch.equal(weight(child, "features.4"), weight(teacher, "features.4")[kept])  # its BatchNorm
     assert torch.equal(weight(child, "features.7"), weight(teacher, "features.7")[:, kept])  # its consumer
     assert torch.equal(weight(child, "features.0"), weight(teacher, "features.0"))  # other groups untouched
+
+
+def test_a_filter_batchnorm_silences_is_cut_first_though_its_l1_norm_is_the_largest():
+    teacher, inputs = zoo("conv4", width_mult=0.5), example_for("conv4")
+    with torch.no_grad():
+        teacher.get_submodule("features.3").weight[0] *= 100  # by far the largest filter...
+        teacher.get_submodule("features.4").weight[0] = 1e-3  # ...which its BatchNorm scales to nearly nothing
+    view = NetworkView.build(teacher, inputs)
+    ratios = [0.5 if group.layers == ("features.3",) else 1.0 for group in view.groups]
+    filters = weight(teacher, "features.3")
+
+    def kept_filters(criterion: str) -> torch.Tensor:
+        return weight(shrink_layers(teacher, view, ratios, inputs, min_width=2, criterion=criterion).child, "features.3")
+
+    assert not any(torch.equal(row, filters[0]) for row in kept_filters("contribution"))
+    by_l1 = filters.abs().sum(dim=(1, 2, 3)).argsort(descending=True)[:8].sort().values
+    assert torch.equal(kept_filters("l1"), filters[by_l1])  # L1 filter pruning, as the prune baseline does
 
 
 def test_residual_coupled_channels_shrink_together():
     teacher, inputs = zoo("resnet18"), example_for("resnet18", batch=2)
     view = NetworkView.build(teacher, inputs)
     ratios = [0.5] + [1.0] * (len(view.groups) - 1)  # only the stem / stage-1 output group
-    child = shrink_layers(teacher, view, ratios, inputs, min_width=2).child
+    child = shrink_layers(teacher, view, ratios, inputs, min_width=2, criterion="l1").child
 
     producers = view.groups[0].layers
     score = sum(weight(teacher, name).abs().sum(dim=(1, 2, 3)) for name in producers)
     kept = score.argsort(descending=True)[:4].sort().values
+    for name in producers:
+        assert torch.equal(weight(child, name), weight(teacher, name)[kept])
+    for consumer in ("layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.shortcut.0"):
+        assert torch.equal(weight(child, consumer), weight(teacher, consumer)[:, kept])
+    assert run(child, inputs).shape == (2, 10)
+
+    child = shrink_layers(teacher, view, ratios, inputs, min_width=2).child  # by contribution: coupled alike
+    stem = weight(teacher, producers[0])
+    kept = torch.tensor([next(i for i, row in enumerate(stem) if torch.equal(row, kept_row))
+                         for kept_row in weight(child, producers[0])])
     for name in producers:
         assert torch.equal(weight(child, name), weight(teacher, name)[kept])
     for consumer in ("layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.shortcut.0"):

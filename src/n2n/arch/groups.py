@@ -18,7 +18,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from n2n.arch.graph import CONV_TYPES
+from n2n.arch.graph import CONV_TYPES, NORM_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -87,29 +87,78 @@ def _plan_of(group, graph: tp.DependencyGraph, names: dict[nn.Module, str], orde
     return GroupPlan(layers=tuple(producers), channels=len(group[0].idxs), ops=tuple(ops))
 
 
+CRITERIA = ("contribution", "l1")
+
+
+def channel_contribution(plan: GroupPlan, modules: dict[str, nn.Module]) -> Tensor:
+    """Per group channel: how much the layers that read it get from it.
+
+    Its spread (the |scale| of the BatchNorm after it, which undoes the filter's own
+    norm; the filter's L1 norm where no BatchNorm follows) times the L1 norm of the
+    consumers' weights on it.
+    """
+    spread = _per_channel(plan, modules, _norm_scales)
+    if spread is None:
+        spread = filter_l1(plan, modules)
+    reads = _per_channel(plan, modules, _input_norms)
+    return spread if reads is None else spread * reads
+
+
 def filter_l1(plan: GroupPlan, modules: dict[str, nn.Module]) -> Tensor:
-    """Per group channel: L1 norm of its filters, summed over the group's conv/linear producers."""
-    scores = torch.zeros(plan.channels, dtype=torch.float64)
+    """Per group channel: L1 norm of its filters, summed over the group's conv/linear producers (Li et al.)."""
+    scores = _per_channel(plan, modules, _filter_norms)
+    return torch.zeros(plan.channels, dtype=torch.float64) if scores is None else scores
+
+
+def _per_channel(plan: GroupPlan, modules: dict[str, nn.Module],
+                 measure: Callable[[nn.Module, PruneOp], Tensor | None]) -> Tensor | None:
+    """``measure`` of each op (a value per index of the op's dimension) summed per group channel;
+    None when it measures none of the group's ops."""
+    scores, measured = torch.zeros(plan.channels, dtype=torch.float64), False
     for op in plan.ops:
-        module = modules[op.module]
-        if not op.is_output or not isinstance(module, (*CONV_TYPES, nn.Linear)):
-            continue
-        weight = module.weight.detach()
-        if getattr(module, "transposed", False):
-            weight = weight.transpose(0, 1)
-        norms = weight.flatten(1).abs().sum(1).to(device="cpu", dtype=torch.float64)[list(op.indices)]
-        scores.index_add_(0, torch.tensor(op.roots), norms)
-    return scores
+        values = measure(modules[op.module], op)
+        if values is not None:
+            values = values.detach().to(device="cpu", dtype=torch.float64)[list(op.indices)]
+            scores.index_add_(0, torch.tensor(op.roots), values)
+            measured = True
+    return scores if measured else None
 
 
-def prune_groups(model: nn.Module, plans: Sequence[GroupPlan], widths: Sequence[int]) -> None:
-    """Shrink each group to its width in place, keeping its strongest channels (by :func:`filter_l1`)."""
+def _filter_norms(module: nn.Module, op: PruneOp) -> Tensor | None:
+    if not op.is_output or not isinstance(module, (*CONV_TYPES, nn.Linear)):
+        return None
+    return _weight_by_output(module).flatten(1).abs().sum(1)
+
+
+def _input_norms(module: nn.Module, op: PruneOp) -> Tensor | None:
+    if op.is_output or not isinstance(module, (*CONV_TYPES, nn.Linear)) or getattr(module, "groups", 1) != 1:
+        return None  # a grouped conv's weight has no row per input channel
+    return _weight_by_output(module).transpose(0, 1).flatten(1).abs().sum(1)
+
+
+def _norm_scales(module: nn.Module, op: PruneOp) -> Tensor | None:
+    if not isinstance(module, NORM_TYPES) or module.weight is None:
+        return None
+    return module.weight.abs()
+
+
+def _weight_by_output(module: nn.Module) -> Tensor:
+    """The weight with output channels first (transposed convolutions store inputs first)."""
+    weight = module.weight.detach()
+    return weight.transpose(0, 1) if getattr(module, "transposed", False) else weight
+
+
+def prune_groups(model: nn.Module, plans: Sequence[GroupPlan], widths: Sequence[int],
+                 criterion: str = "contribution") -> None:
+    """Shrink each group to its width in place, keeping its channels that score highest by
+    ``criterion``: :func:`channel_contribution` or :func:`filter_l1` ("l1")."""
+    score = channel_contribution if criterion == "contribution" else filter_l1
     modules = dict(model.named_modules())
     dropped: dict[tuple[str, PruneFunction], set[int]] = {}
     for plan, width in zip(plans, widths):
         if width >= plan.channels:
             continue
-        scores = filter_l1(plan, modules)  # scored on the unpruned weights
+        scores = score(plan, modules)  # scored on the unpruned weights
         drop = set(torch.argsort(scores, stable=True)[: plan.channels - width].tolist())
         for op in plan.ops:
             indices = {index for index, root in zip(op.indices, op.roots) if root in drop}

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch.fx as fx
 from torch import Tensor, nn
 
-from n2n.arch.groups import prune_groups
+from n2n.arch.groups import CRITERIA, prune_groups
 from n2n.arch.measure import count_params, forward_with_macs
 from n2n.arch.resize import fit_to_inputs
 from n2n.arch.view import NetworkView
@@ -103,9 +103,15 @@ def shrink_layers(
     *,
     init: str = "inherit",
     min_width: int = DEFAULT_MIN_WIDTH,
+    criterion: str = "contribution",
 ) -> Rewrite:
-    """Shrink each group of ``view.groups`` to ``max(min_width, round(ratio * channels))`` channels (never wider)."""
+    """Shrink each group of ``view.groups`` to ``max(min_width, round(ratio * channels))`` channels (never wider).
+
+    The channels kept are those that score highest by ``criterion`` (see :func:`prune_groups`).
+    """
     _check_init(init)
+    if criterion not in CRITERIA:
+        raise ConfigError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}.")
     if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
         raise ConfigError(f"min_width must be a whole number >= 1, got {min_width!r}.")
     step = {"op": "shrink", "ratios": _plain_list(ratios, float), "min_width": min_width}
@@ -115,7 +121,7 @@ def shrink_layers(
         if all(width == group.channels for width, group in zip(widths, view.groups)):
             raise _Rejected("shrinks no layer, so the child is not smaller than its parent")
         child = copy.deepcopy(model)
-        prune_groups(child, view.group_plans, widths)
+        prune_groups(child, view.group_plans, widths, criterion)
         return _accept(model, view, child, init, step, example_input=example_input)
     except _Rejected as rejection:
         return _reject(str(rejection), step)

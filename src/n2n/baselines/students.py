@@ -44,7 +44,7 @@ def pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: Sea
     best, low, high = None, 0.0, 1.0
     for _ in range(BISECTION_STEPS):
         ratio = (low + high) / 2
-        rewrite = uniform_shrink(teacher, view, ratio, example_input, config, "inherit")
+        rewrite = uniform_shrink(teacher, view, ratio, example_input, config, "inherit", criterion="l1")
         if rewrite.child is not None and rewrite.params <= budget:
             best, low = (ratio, rewrite), ratio
         else:
@@ -61,9 +61,10 @@ def pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: Sea
 
 
 def uniform_shrink(teacher: nn.Module, view: NetworkView, ratio: float, example_input: torch.Tensor,
-                   config: SearchConfig, init: str) -> Rewrite:
+                   config: SearchConfig, init: str, criterion: str = "contribution") -> Rewrite:
     ratios = [ratio] * len(view.groups)
-    return shrink_layers(teacher, view, ratios, example_input, init=init, min_width=config.min_width)
+    return shrink_layers(teacher, view, ratios, example_input, init=init, min_width=config.min_width,
+                         criterion=criterion)
 
 
 def kd_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
