@@ -11,8 +11,9 @@ never raises.
   stays). The child is a ``torch.fx.GraphModule`` whose modules keep their
   original names. Layers reading a tensor of a new width are then resized.
 * Shrinkage prunes each channel group to its new width with Torch-Pruning's
-  prune functions, keeping the channels with the largest filter L1 norms; the
-  child keeps its parent's class.
+  prune functions, keeping the channels the next layer gets most from (see
+  ``groups.channel_contribution``; ``criterion="l1"`` keeps the largest filter L1
+  norms instead); the child keeps its parent's class.
 """
 
 from __future__ import annotations
