@@ -26,8 +26,10 @@ from n2n.arch import (
     shrink_layers,
 )
 from n2n.arch.resize import fitted_to_input
+from n2n.config import SearchConfig
 from n2n.errors import CheckpointError, ConfigError, ModelError
 from n2n.models import create_model
+from n2n.search.stages import make_stage
 
 RATIOS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 IMAGE = (3, 16, 16)
@@ -395,11 +397,17 @@ def test_shrinking_keeps_the_channels_the_next_layer_gets_most_from():
     assert torch.equal(weight(child, "features.0"), weight(teacher, "features.0"))  # other groups untouched
 
 
-def test_a_filter_batchnorm_silences_is_cut_first_though_its_l1_norm_is_the_largest():
+def teacher_with_a_silenced_large_filter() -> tuple[nn.Module, torch.Tensor]:
+    """conv4 whose features.3 filter 0 has by far the largest L1 norm, yet passes on nearly nothing."""
     teacher, inputs = zoo("conv4", width_mult=0.5), example_for("conv4")
     with torch.no_grad():
         teacher.get_submodule("features.3").weight[0] *= 100  # by far the largest filter...
         teacher.get_submodule("features.4").weight[0] = 1e-3  # ...which its BatchNorm scales to nearly nothing
+    return teacher, inputs
+
+
+def test_a_filter_batchnorm_silences_is_cut_first_though_its_l1_norm_is_the_largest():
+    teacher, inputs = teacher_with_a_silenced_large_filter()
     view = NetworkView.build(teacher, inputs)
     ratios = [0.5 if group.layers == ("features.3",) else 1.0 for group in view.groups]
     filters = weight(teacher, "features.3")
@@ -410,6 +418,22 @@ def test_a_filter_batchnorm_silences_is_cut_first_though_its_l1_norm_is_the_larg
     assert not any(torch.equal(row, filters[0]) for row in kept_filters("contribution"))
     by_l1 = filters.abs().sum(dim=(1, 2, 3)).argsort(descending=True)[:8].sort().values
     assert torch.equal(kept_filters("l1"), filters[by_l1])  # L1 filter pruning, as the prune baseline does
+
+
+def test_the_search_keeps_the_channels_its_keep_channels_setting_names():
+    teacher, inputs = teacher_with_a_silenced_large_filter()
+    view = NetworkView.build(teacher, inputs)
+    actions = torch.tensor([0 if group.layers == ("features.3",) else 1 for group in view.groups])
+    loud_filter = weight(teacher, "features.3")[0]
+
+    def kept_filters(keep_channels: str) -> torch.Tensor:
+        config = SearchConfig(ratios=(0.5, 1.0), min_width=2, keep_channels=keep_channels)
+        rewrite, _ = make_stage("shrinkage", config).apply(teacher, view, actions, inputs)
+        return weight(rewrite.child, "features.3")
+
+    assert len(kept_filters("contribution")) == 8
+    assert not any(torch.equal(row, loud_filter) for row in kept_filters("contribution"))
+    assert any(torch.equal(row, loud_filter) for row in kept_filters("l1"))
 
 
 def test_residual_coupled_channels_shrink_together():

@@ -41,6 +41,7 @@ def test_unknown_option_is_named():
 
 @pytest.mark.parametrize("changes, word", [
     ({"stages": ("pruning",)}, "pruning"), ({"algorithm": "ppo"}, "algorithm"), ({"init": "random"}, "init"),
+    ({"keep_channels": "gamma"}, "keep_channels"),
     ({"rollouts": 0}, "rollouts"), ({"min_accuracy": 90}, "fraction"), ({"ratios": (0.5, 1.5)}, "ratios"),
     ({"removal_policy": {"rollouts": 0}}, "removal_policy.rollouts"),
     ({"shrink_policy": {"rollouts": 2.5}}, "shrink_policy.rollouts"),

@@ -88,7 +88,7 @@ def search_options(args: argparse.Namespace) -> dict:
         "stages": args.stages,
         "epochs_per_stage": args.epochs_per_stage, "rollouts": args.rollouts, "algorithm": args.algorithm,
         "max_params": args.max_params, "max_flops": args.max_flops, "min_accuracy": args.min_accuracy,
-        "init": args.init, "policy_from": args.policy_from, "seed": args.seed,
+        "init": args.init, "keep_channels": args.keep_channels, "policy_from": args.policy_from, "seed": args.seed,
         "method": args.method, "student_model": args.student_model, "student_width": args.student_width,
     })
 
@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--max-flops", type=int, help="constraint: at most this many multiply-accumulates")
     comp.add_argument("--min-accuracy", type=float, help="constraint: validation accuracy at least this (0-1)")
     comp.add_argument("--init", choices=["inherit", "scratch"], help="children keep teacher weights or start fresh")
+    comp.add_argument("--keep-channels", choices=["contribution", "l1"],
+                      help="channels a shrunk layer keeps: what the next layer gets most from (default), "
+                           "or the largest filter L1 norms")
     comp.add_argument("--policy-from", help="run folder or policy file to start the policies from (transfer)")
     comp.add_argument("--seed", type=int)
     comp.add_argument("--executor", choices=["auto", "inline", "process", "ray"],

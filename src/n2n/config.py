@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from .arch.groups import CRITERIA
 from .distill.trainer import DistillConfig
 from .errors import ConfigError
 
@@ -41,6 +42,9 @@ class SearchConfig:
     rollouts: int = 5
     algorithm: str = "reinforce"  # or "actor-critic"
     init: str = "inherit"  # or "scratch"
+    # the channels a shrunk layer keeps: "contribution" (what the next layer gets from each) or
+    # "l1" (the largest filter norms, Li et al.; the choice before the contribution measure)
+    keep_channels: str = "contribution"
     seed: int = 0
     baseline_decay: float = 0.9
     entropy_coef: float = 0.0
@@ -72,6 +76,7 @@ class SearchConfig:
             "method": (self.method, METHODS),
             "algorithm": (self.algorithm, ("reinforce", "actor-critic")),
             "init": (self.init, ("inherit", "scratch")),
+            "keep_channels": (self.keep_channels, CRITERIA),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:

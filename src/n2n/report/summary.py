@@ -312,6 +312,7 @@ def _config_section(run: RunData) -> str:
         ("rollouts per epoch", _rollouts(cfg)),
         ("algorithm", cfg.get("algorithm")),
         ("child weights", cfg.get("init")),
+        ("channels kept when shrinking", cfg.get("keep_channels")),
         ("constraints", ", ".join(limits) or "none"),
         ("proxy distillation", f"{proxy.get('loss')} loss, {proxy.get('epochs')} epoch(s), "
                                f"subset {proxy.get('subset')}" if proxy else None),

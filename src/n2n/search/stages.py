@@ -61,7 +61,7 @@ class ShrinkStage:
     def apply(self, parent, view, actions, example_input):
         ratios = [float(self.config.ratios[int(a)]) for a in actions.tolist()]
         rewrite = shrink_layers(parent, view, ratios, example_input, init=self.config.init,
-                                min_width=self.config.min_width)
+                                min_width=self.config.min_width, criterion=self.config.keep_channels)
         return rewrite, rewrite.step
 
 
