@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from fakedata import write_learnable_mnist
+import n2n.run
 from n2n.cli import main
 
 BUDGET = {
@@ -150,6 +151,19 @@ def test_a_resumed_run_may_train_its_children_elsewhere(setting, tmp_path):
     assert (out / "config.yaml").read_text() == started_with  # what the run started with stays on record
     config = json.loads((out / "summary.json").read_text())["config"]
     assert (config["executor"], config["workers"]) == ("process", 2)  # what it finished with, in the summary
+
+
+@pytest.mark.parametrize("saved, resumed_with", [("contribution", "contribution"), ("l1", "l1"), (None, "l1")])
+def test_a_resumed_run_keeps_the_channels_it_began_keeping(setting, tmp_path, monkeypatch, saved, resumed_with):
+    settings = yaml.safe_load((setting["reference"] / "config.yaml").read_text())
+    settings["search"].pop("keep_channels", None)  # None: a run begun before the setting existed kept L1 filters
+    if saved is not None:
+        settings["search"]["keep_channels"] = saved
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(settings))
+    resumed = []
+    monkeypatch.setattr(n2n.run, "execute", lambda folder, teacher, data, config, *rest, **options: resumed.append(config))
+    n2n.run.resume_run(tmp_path, progress=False)
+    assert [config.keep_channels for config in resumed] == [resumed_with]
 
 
 def test_resume_refuses_options_that_would_change_the_search(setting, capsys):

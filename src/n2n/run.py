@@ -64,6 +64,11 @@ def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: Searc
     return execute(folder, teacher, data, config, device, progress, resume=None, tensorboard=tensorboard)
 
 
+# A run whose config.yaml does not name keep_channels began before the setting existed, when
+# shrunk layers kept their filters of largest L1 norm: resumed, it goes on as it began.
+BEFORE_KEEP_CHANNELS = {"keep_channels": "l1"}
+
+
 def resume_run(out: str | Path, *, placement: dict[str, Any] | None = None, progress: bool = True,
                tensorboard: bool = False) -> CompressionResult:
     """Continue the run in folder `out` after it was killed: nothing already scored is trained again.
@@ -76,7 +81,7 @@ def resume_run(out: str | Path, *, placement: dict[str, Any] | None = None, prog
     if (folder.root / "summary.json").is_file():
         raise N2NError(f"the run in {folder.root} has finished already (see its summary.json)")
     settings = load_yaml(folder.root / "config.yaml")
-    config = from_dict(SearchConfig, settings["search"], f"{folder.root}/config.yaml")
+    config = from_dict(SearchConfig, {**BEFORE_KEEP_CHANNELS, **settings["search"]}, f"{folder.root}/config.yaml")
     config = from_dict(SearchConfig, placement or {}, "options", base=config).validate()
     teacher = load_checkpoint(settings["teacher"])
     data = load_dataset(settings["dataset"], settings["data_dir"], seed=config.seed, limit=settings["limit"])
