@@ -431,8 +431,9 @@ def test_the_search_keeps_the_channels_its_keep_channels_setting_names():
         rewrite, _ = make_stage("shrinkage", config).apply(teacher, view, actions, inputs)
         return weight(rewrite.child, "features.3")
 
-    assert len(kept_filters("contribution")) == 8
-    assert not any(torch.equal(row, loud_filter) for row in kept_filters("contribution"))
+    by_contribution = kept_filters("contribution")
+    assert len(by_contribution) == 8
+    assert not any(torch.equal(row, loud_filter) for row in by_contribution)
     assert any(torch.equal(row, loud_filter) for row in kept_filters("l1"))
 
 
