@@ -222,6 +222,14 @@ def test_report_names_a_stage_that_samples_its_own_rollouts(run_dir: Path) -> No
     assert "| rollouts per epoch | 3 (removal 20) |" in write_report(run_dir).read_text()
 
 
+def test_report_names_the_channels_a_shrunk_layer_keeps(run_dir: Path) -> None:
+    assert "channels kept when shrinking" not in write_report(run_dir).read_text()  # a run from before the setting
+    summary = summary_json()
+    summary["config"]["keep_channels"] = "contribution"
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert "| channels kept when shrinking | contribution |" in write_report(run_dir).read_text()
+
+
 def test_rebuild_from_a_copied_metrics_file_alone(run_dir: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
