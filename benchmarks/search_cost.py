@@ -55,6 +55,7 @@ from n2n.distill.data import DistillData
 from n2n.distill.losses import l2_logit_loss, make_distill_loss
 from n2n.distill.trainer import DistillConfig, distill
 from n2n.errors import N2NError
+from n2n.files import atomic_write_text
 from n2n.report.summary import is_valid, load_run
 from n2n.run import git_revision
 from n2n.runtime import resolve_device, seed_everything
@@ -647,8 +648,8 @@ def plain(value: Any) -> Any:
 
 
 def write_json(path: Path, result: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plain(result), indent=2) + "\n")
+    """Whole or not at all: a stop mid-write must not tear the reference runs a partial file keeps."""
+    atomic_write_text(path, json.dumps(plain(result), indent=2) + "\n")
 
 
 # ---- the printed table ---------------------------------------------------------------------------

@@ -228,6 +228,27 @@ def test_a_stopped_measurement_keeps_its_runs_and_those_of_the_children_to_come(
     assert script.parse_args(["--reuse", "a.json", "b.json"]).reuse == ["a.json", "b.json"]
 
 
+def test_a_write_stopped_halfway_leaves_the_kept_runs_whole(tmp_path, monkeypatch):
+    script = load_script()
+    partial = tmp_path / "cost.partial.json"
+    now = ({"run": "runs/a"}, {"device_name": "cpu"})
+    child = script.Child("first", "shrinkage", [0], None, None, 0)
+    script.write_partial(partial, *now, [script.child_runs(child, [script.Run(0.8, 10.0, 0.7)])])
+    write_text = Path.write_text
+
+    def half_then_stop(path, text, *args, **kwargs):
+        write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_stop)
+    with pytest.raises(OSError):
+        script.write_partial(partial, *now, [script.child_runs(child, [script.Run(0.6, 11.0, 0.5)])])
+    monkeypatch.undo()
+    assert script.runs_of_all([str(partial)], *now) == {
+        script.child_key("first", "shrinkage", [0]): [(0.8, 10.0, 0.7)]}
+    assert [path.name for path in tmp_path.iterdir()] == ["cost.partial.json"]  # no temporary file left
+
+
 def test_the_runs_of_a_stopped_measurement_are_not_written_over_unless_taken_up(tmp_path):
     script = load_script()
     partial = tmp_path / "cost.partial.json"
