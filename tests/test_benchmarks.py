@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
 from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,21 +11,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from benchscripts import load_benchmark
 from n2n.config import SearchConfig
 from n2n.models import create_model
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_cost.py"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_script():
-    """The script as a module (benchmarks/ is no package); registered first, as its dataclasses need."""
-    if "search_cost" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("search_cost", SCRIPT)
-        sys.modules["search_cost"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["search_cost"])
-    return sys.modules["search_cost"]
+    return load_benchmark("search_cost")
 
 
 def finite(value) -> bool:

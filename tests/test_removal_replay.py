@@ -2,17 +2,15 @@
 the run's own seed it must give back exactly the rewards the run logged."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchscripts import load_benchmark
 from clihelpers import make_compress_workspace
 from n2n.config import SearchConfig, from_dict, load_yaml
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "removal_replay.py"
 SEARCH = {
     "epochs_per_stage": 3, "rollouts": 3, "stages": ["removal"],
     "proxy": {"epochs": 1, "subset": 64, "batch_size": 32}, "final": {"epochs": 1, "subset": None},
@@ -21,11 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("removal_replay", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["removal_replay"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("removal_replay")
 
 
 @pytest.fixture(scope="module")
