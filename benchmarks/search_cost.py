@@ -371,12 +371,12 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
         proxy_acc, proxy_seconds = timed(lambda: distilled_accuracy(start, proxy.data, proxy.config, child.seed),
                                          setup.device)
         finals = final_run(start, setup, proxy, final) if final is not None else {}
-        known = earlier.get(child_key(child.name, child.stage, child.actions), [])
+        known = earlier.get(key_of(child), [])
         runs = reference_runs(child, setup, reference, seeds, known)
         heldout = [heldout_accuracy(run, len(setup.data.val_labels), len(setup.test[1])) for run in runs]
         ref_acc = mean_of_finite([run.accuracy for run in runs])
         ref_seconds = statistics.fmean(run.seconds for run in runs)
-        rows.append({**child_runs(child, runs), "params": child.params, "flops": child.flops,
+        rows.append({**child_runs(child, runs), "flops": child.flops,
                      "proxy_accuracy": proxy_acc, "reference_accuracy": ref_acc,
                      "reference_heldout_accuracies": heldout, "reference_heldout_accuracy": mean_of_finite(heldout),
                      "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds, **finals})
@@ -384,7 +384,7 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
         after = f", final {finals['final_accuracy']:.4f} in {finals['final_seconds']:.1f} s" if finals else ""
         say(f"child {number}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
             f"in {proxy_seconds:.1f} s{after}, reference {ref_acc:.4f} in {ref_seconds:.1f} s per run{reused}")
-        to_come = [(later, earlier.get(child_key(later.name, later.stage, later.actions)))
+        to_come = [(later, earlier.get(key_of(later)))
                    for later in children[number:]]
         keep(rows + [child_runs(later, later_runs) for later, later_runs in to_come if later_runs])
     return rows
@@ -392,7 +392,7 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
 
 def child_runs(child: Child, runs: list[Run]) -> dict[str, Any]:
     """What names a child and its reference runs, all that --reuse reads of a row."""
-    return {"name": child.name, "stage": child.stage, "actions": child.actions,
+    return {"name": child.name, "stage": child.stage, "actions": child.actions, "params": child.params,
             "reference_accuracies": [run.accuracy for run in runs],
             "reference_run_seconds": [run.seconds for run in runs],
             "reference_test_accuracies": [run.test_accuracy for run in runs]}
@@ -416,8 +416,14 @@ def heldout_accuracy(run: Run, val_images: int, test_images: int) -> float:
     return (run.accuracy * val_images + run.test_accuracy * test_images) / (val_images + test_images)
 
 
-def child_key(name: str, stage: str, actions: list[int]) -> str:
-    return f"{name} {stage} {list(actions)}"
+def child_key(name: str, stage: str, actions: list[int], params: int | None) -> str:
+    """What names one child across results. The size is part of it: a run made again in the same folder
+    can reach another stage parent, on which the same actions make another child."""
+    return f"{name} {stage} {list(actions)} {params}"
+
+
+def key_of(child: Child) -> str:
+    return child_key(child.name, child.stage, child.actions, child.params)
 
 
 # What must be equal for an earlier result's reference runs to be this one's: the same children in
@@ -437,7 +443,8 @@ def earlier_runs(path: str, now_settings: dict[str, Any], now_machine: dict[str,
         differ = [name for name in names if plain(then.get(name)) != plain(now.get(name))]
         if differ:
             raise N2NError(f"--reuse {path}: measured with another {', '.join(differ)}")
-    return {child_key(row["name"], row["stage"], row["actions"]): recorded_runs(row) for row in rows}
+    return {child_key(row["name"], row["stage"], row["actions"], row.get("params")): recorded_runs(row)
+            for row in rows}
 
 
 def runs_of_all(paths: list[str], now_settings: dict[str, Any], now_machine: dict[str, Any]) -> dict[str, list[Run]]:

@@ -128,7 +128,7 @@ def test_rank_agreement_is_given_for_each_stage_apart():
 
 
 def earlier_result(tmp_path: Path, **settings) -> Path:
-    row = {"name": "shrinkage-e1-r0", "stage": "shrinkage", "actions": [1, 2], "reference_accuracy": 0.9,
+    row = {"name": "shrinkage-e1-r0", "stage": "shrinkage", "actions": [1, 2], "params": 5000, "reference_accuracy": 0.9,
            "reference_seconds": 120.0}  # as results were written before per-run records
     result = {"settings": {"run": "runs/a", "seed": 0, "reference": {"epochs": 5}, **settings},
               "machine": {"device_name": "cpu", "usable_cpus": 2, "torch": "2"}, "scoring": {"rows": [row]}}
@@ -142,7 +142,7 @@ def test_reuse_takes_an_earlier_results_runs_of_the_same_children(tmp_path):
     now = {"run": "runs/a", "seed": 0, "reference": {"epochs": 5}}
     runs = script.earlier_runs(str(earlier_result(tmp_path)), now,
                                {"device_name": "cpu", "usable_cpus": 2, "torch": "2", "platform": "other"})
-    (run,) = runs.pop(script.child_key("shrinkage-e1-r0", "shrinkage", [1, 2]))
+    (run,) = runs.pop(script.child_key("shrinkage-e1-r0", "shrinkage", [1, 2], 5000))
     assert not runs and run[:2] == (0.9, 120.0) and math.isnan(run.test_accuracy)  # not recorded then
 
     class Untrainable:
@@ -184,6 +184,33 @@ def test_the_heldout_line_names_the_references_self_agreement_only_when_it_has_t
     assert script.heldout_lines({"heldout": {"spearman": math.nan}}) == []  # runs without test accuracies
 
 
+def scoring_without_training() -> tuple[SimpleNamespace, SimpleNamespace]:
+    """What score_children reads of the set-up and the proxy when distilling is patched out."""
+    setup = SimpleNamespace(data=SimpleNamespace(val_labels=[0] * 6), test=(None, [0] * 10),
+                            device=torch.device("cpu"))
+    return setup, SimpleNamespace(data=None, config=None)
+
+
+def test_a_child_rebuilt_on_another_parent_does_not_take_the_runs_of_its_namesake(tmp_path, monkeypatch):
+    script = load_script()
+    monkeypatch.setattr(script, "distilled_accuracy", lambda *args: 0.5)
+    given = {}
+
+    def reference_runs(child, setup, config, seeds, known):
+        given[child.name] = known
+        return known or [script.Run(0.8, 10.0, 0.7)]
+
+    monkeypatch.setattr(script, "reference_runs", reference_runs)
+    earlier, now = tmp_path / "earlier.json", ({"run": "runs/a"}, {"device_name": "cpu"})
+    then = [script.Child(name, "shrinkage", [1], None, None, 0, params=5000) for name in ("same", "moved")]
+    script.write_partial(earlier, *now, [script.child_runs(child, [script.Run(0.9, 100.0, 0.85)]) for child in then])
+    # the same actions: on the run's parent as it was, and on a parent the run reached when made again
+    children = [script.Child(name, "shrinkage", [1], None, None, 0, params=params,
+                             proxy_child=torch.nn.Linear(1, 1)) for name, params in (("same", 5000), ("moved", 7000))]
+    script.score_children(children, *scoring_without_training(), None, 1, script.runs_of_all([str(earlier)], *now))
+    assert given == {"same": [(0.9, 100.0, 0.85)], "moved": []}
+
+
 def test_a_stopped_measurement_keeps_its_runs_and_those_of_the_children_to_come(tmp_path, monkeypatch):
     script = load_script()
     monkeypatch.setattr(script, "distilled_accuracy", lambda *args: 0.5)
@@ -191,10 +218,8 @@ def test_a_stopped_measurement_keeps_its_runs_and_those_of_the_children_to_come(
                         lambda child, setup, config, seeds, known: known + [script.Run(0.8, 10.0, 0.7)])
     children = [script.Child(name, "shrinkage", [index], None, None, index, proxy_child=torch.nn.Linear(1, 1))
                 for index, name in enumerate(("first", "second", "third"))]
-    setup = SimpleNamespace(data=SimpleNamespace(val_labels=[0] * 6), test=(None, [0] * 10),
-                            device=torch.device("cpu"))
-    proxy = SimpleNamespace(data=None, config=None)
-    earlier = {script.child_key("third", "shrinkage", [2]): [script.Run(0.9, 100.0, 0.85)]}
+    setup, proxy = scoring_without_training()
+    earlier = {script.child_key("third", "shrinkage", [2], 0): [script.Run(0.9, 100.0, 0.85)]}
     partial = tmp_path / "cost.partial.json"
     now = ({"run": "runs/a"}, {"device_name": "cpu"})
 
@@ -208,16 +233,16 @@ def test_a_stopped_measurement_keeps_its_runs_and_those_of_the_children_to_come(
     with pytest.raises(Stopped):
         script.score_children(children, setup, proxy, None, 2, earlier, keep_then_stop)
     kept = script.runs_of_all([str(partial)], *now)
-    assert kept == {script.child_key("first", "shrinkage", [0]): [(0.8, 10.0, 0.7)],  # the one scored
-                    script.child_key("third", "shrinkage", [2]): [(0.9, 100.0, 0.85)]}  # carried as it was
+    assert kept == {script.child_key("first", "shrinkage", [0], 0): [(0.8, 10.0, 0.7)],  # the one scored
+                    script.child_key("third", "shrinkage", [2], 0): [(0.9, 100.0, 0.85)]}  # carried as it was
 
     # another result holding more runs of a child wins for that child
     longer = tmp_path / "longer.json"
     script.write_partial(longer, *now, [script.child_runs(children[0], [script.Run(0.8, 10.0, 0.7),
                                                                            script.Run(0.6, 11.0, 0.5)])])
     merged = script.runs_of_all([str(partial), str(longer)], *now)
-    assert merged[script.child_key("first", "shrinkage", [0])] == [(0.8, 10.0, 0.7), (0.6, 11.0, 0.5)]
-    assert merged[script.child_key("third", "shrinkage", [2])] == [(0.9, 100.0, 0.85)]
+    assert merged[script.child_key("first", "shrinkage", [0], 0)] == [(0.8, 10.0, 0.7), (0.6, 11.0, 0.5)]
+    assert merged[script.child_key("third", "shrinkage", [2], 0)] == [(0.9, 100.0, 0.85)]
     assert script.parse_args(["--reuse", "a.json", "b.json"]).reuse == ["a.json", "b.json"]
 
 
@@ -238,7 +263,7 @@ def test_a_write_stopped_halfway_leaves_the_kept_runs_whole(tmp_path, monkeypatc
         script.write_partial(partial, *now, [script.child_runs(child, [script.Run(0.6, 11.0, 0.5)])])
     monkeypatch.undo()
     assert script.runs_of_all([str(partial)], *now) == {
-        script.child_key("first", "shrinkage", [0]): [(0.8, 10.0, 0.7)]}
+        script.child_key("first", "shrinkage", [0], 0): [(0.8, 10.0, 0.7)]}
     assert [path.name for path in tmp_path.iterdir()] == ["cost.partial.json"]  # no temporary file left
 
 
