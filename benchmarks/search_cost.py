@@ -384,8 +384,7 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
         after = f", final {finals['final_accuracy']:.4f} in {finals['final_seconds']:.1f} s" if finals else ""
         say(f"child {number}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
             f"in {proxy_seconds:.1f} s{after}, reference {ref_acc:.4f} in {ref_seconds:.1f} s per run{reused}")
-        to_come = [(later, earlier.get(key_of(later)))
-                   for later in children[number:]]
+        to_come = [(later, earlier.get(key_of(later))) for later in children[number:]]
         keep(rows + [child_runs(later, later_runs) for later, later_runs in to_come if later_runs])
     return rows
 

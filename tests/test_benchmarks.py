@@ -128,8 +128,8 @@ def test_rank_agreement_is_given_for_each_stage_apart():
 
 
 def earlier_result(tmp_path: Path, **settings) -> Path:
-    row = {"name": "shrinkage-e1-r0", "stage": "shrinkage", "actions": [1, 2], "params": 5000, "reference_accuracy": 0.9,
-           "reference_seconds": 120.0}  # as results were written before per-run records
+    row = {"name": "shrinkage-e1-r0", "stage": "shrinkage", "actions": [1, 2], "params": 5000,
+           "reference_accuracy": 0.9, "reference_seconds": 120.0}  # as results were written before per-run records
     result = {"settings": {"run": "runs/a", "seed": 0, "reference": {"epochs": 5}, **settings},
               "machine": {"device_name": "cpu", "usable_cpus": 2, "torch": "2"}, "scoring": {"rows": [row]}}
     path = tmp_path / "earlier.json"
