@@ -429,6 +429,7 @@ def key_of(child: Child) -> str:
 # the same order (hence the same seeds), the same protocol and data, and the same machine for the seconds
 SAME_SETTINGS = ("run", "seed", "stage", "teacher", "dataset", "train_images", "val_images", "reference")
 SAME_MACHINE = ("device_name", "usable_cpus", "torch")
+CPU_DETAILS = ("cpu_model", "cpu_capability")  # recorded from 2026-12-03 on
 
 
 def earlier_runs(path: str, now_settings: dict[str, Any], now_machine: dict[str, Any]) -> dict[str, list[Run]]:
@@ -442,8 +443,19 @@ def earlier_runs(path: str, now_settings: dict[str, Any], now_machine: dict[str,
         differ = [name for name in names if plain(then.get(name)) != plain(now.get(name))]
         if differ:
             raise N2NError(f"--reuse {path}: measured with another {', '.join(differ)}")
+    say_if_another_cpu(path, machine_then, now_machine)
     return {child_key(row["name"], row["stage"], row["actions"], row.get("params")): recorded_runs(row)
             for row in rows}
+
+
+def say_if_another_cpu(path: str, then: dict[str, Any], now: dict[str, Any]) -> None:
+    """Another model of CPU is no reason to refuse the runs (their accuracies stand), but their seconds
+    and hence the cost ratio then mix two machines, which the reader of the result must be told."""
+    differ = [f"{name} {then[name]} against {now.get(name)}" for name in CPU_DETAILS
+              if then.get(name) is not None and then.get(name) != now.get(name)]
+    if differ:
+        say(f"--reuse {path}: its runs were timed on another CPU ({'; '.join(differ)}): "
+            "the cost ratio mixes the two machines' seconds")
 
 
 def runs_of_all(paths: list[str], now_settings: dict[str, Any], now_machine: dict[str, Any]) -> dict[str, list[Run]]:
@@ -613,18 +625,31 @@ def machine(device: torch.device) -> dict[str, Any]:
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "torch": str(torch.__version__), "torch_threads": torch.get_num_threads(), "device": str(device),
-            "device_name": device_name(device), "git_revision": git_revision()}
+            "device_name": device_name(device), "cpu_model": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "git_revision": git_revision()}
+
+
+def cpu_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo; empty where there is none."""
+    if not cpuinfo.is_file():
+        return {}
+    first = cpuinfo.read_text().split("\n\n", 1)[0]
+    return {name.strip(): value.strip() for name, _, value in (line.partition(":") for line in first.splitlines())}
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
+    return cpu_fields().get("model name") or platform.processor() or "cpu"
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """Family and model: virtual machines often name every CPU of a vendor alike ("AMD EPYC"), and
+    CPUs of other models run other kernels, so their seconds, and last digits, differ."""
+    fields = cpu_fields(cpuinfo)
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']}"
 
 
 def settings(args: argparse.Namespace, setup: Setup, reference: DistillConfig) -> dict[str, Any]:
@@ -748,9 +773,15 @@ def markdown(result: dict[str, Any]) -> str:
     met = ", ".join(f"{name} {'met' if ok else 'not met'}" for name, ok in result["targets"]["met"].items())
     lines = [*scoring_table(result["scoring"]), "", *children_table(result["scoring"]), "",
              *executor_table(result["executors"]), "", *speed_table(result["throughput"]), "",
-             f"Targets: {met}. Machine: {result['machine']['device_name']}, "
-             f"{result['machine']['usable_cpus']} CPUs, torch {result['machine']['torch']}."]
+             f"Targets: {met}. Machine: {machine_line(result['machine'])}."]
     return "\n".join(lines)
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    on_cpu = machine.get("device") == "cpu"
+    model = ", ".join(str(machine[name]) for name in CPU_DETAILS if on_cpu and machine.get(name))
+    named = f"{machine['device_name']} ({model})" if model else machine["device_name"]
+    return f"{named}, {machine['usable_cpus']} CPUs, torch {machine['torch']}"
 
 
 # ---- the whole measurement -----------------------------------------------------------------------

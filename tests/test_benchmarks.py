@@ -167,6 +167,47 @@ def test_reuse_refuses_a_result_of_other_children_or_protocol(tmp_path, change, 
         script.earlier_runs(str(tmp_path / "not.json"), now, {})
 
 
+def timed_on(tmp_path: Path, cpu: dict) -> str:
+    path = earlier_result(tmp_path)
+    result = json.loads(path.read_text())
+    result["machine"] |= cpu
+    path.write_text(json.dumps(result))
+    return str(path)
+
+
+@pytest.mark.parametrize("then, warned", [
+    ({"cpu_model": "family 25 model 17", "cpu_capability": "AVX512"}, "family 25 model 17 against family 25 model 1"),
+    ({"cpu_model": "family 25 model 1", "cpu_capability": "AVX2"}, None),
+    ({}, None),  # results written before the CPU was recorded: nothing to compare
+])
+def test_reuse_takes_runs_timed_on_another_cpu_and_says_so(tmp_path, capsys, then, warned):
+    script = load_script()
+    now = {"device_name": "cpu", "usable_cpus": 2, "torch": "2", "cpu_model": "family 25 model 1",
+           "cpu_capability": "AVX2"}
+    runs = script.earlier_runs(timed_on(tmp_path, then), {"run": "runs/a", "seed": 0, "reference": {"epochs": 5}}, now)
+    assert len(runs) == 1
+    said = capsys.readouterr().err
+    if warned:
+        assert warned in said and "AVX512 against AVX2" in said and "mixes" in said
+    else:
+        assert said == ""
+
+
+def test_the_cpu_model_is_read_from_cpuinfo_and_named_in_the_table(tmp_path):
+    script = load_script()
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                       "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\n")
+    assert script.cpu_model(cpuinfo) == "family 25 model 1"
+    assert script.cpu_fields(cpuinfo)["model name"] == "AMD EPYC"
+    assert script.cpu_model(tmp_path / "none") is None
+    machine = {"device": "cpu", "device_name": "AMD EPYC", "usable_cpus": 2, "torch": "2.13.0",
+               "cpu_model": "family 25 model 1", "cpu_capability": "AVX2"}
+    assert script.machine_line(machine) == "AMD EPYC (family 25 model 1, AVX2), 2 CPUs, torch 2.13.0"
+    gpu = machine | {"device": "cuda:0", "device_name": "NVIDIA H200"}
+    assert script.machine_line(gpu) == "NVIDIA H200, 2 CPUs, torch 2.13.0"
+
+
 def test_the_reference_against_itself_is_the_mean_spearman_over_pairs_of_seeds():
     script = load_script()
     runs = [(0.80, 0.80, 0.93), (0.85, 0.85, 0.92), (0.90, 0.90, 0.91)]  # seeds 0 and 1 agree, seed 2 reverses
