@@ -1,6 +1,7 @@
 """How faithfully the proxy ranks children, over one or more results of search_cost.py.
 
-For each result, and for all their children pooled: the proxy's Spearman correlation with the
+For each result, and for all their children pooled (each child once: results of one run share
+children, such as a result and another proxy on the same reference runs): the proxy's Spearman correlation with the
 reference (the mean of its seeds) and a bootstrap 95 % interval for it over the children; the
 proxy against each reference seed alone; the reference's seeds against each other; and the
 parameter count against the reference, the ranking a proxy has to beat to show more than a
@@ -22,8 +23,8 @@ import numpy as np
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_cost import (mean_of_finite, number, rank_agreement, recorded_runs,  # noqa: E402
-                         reference_self_agreement, write_json)
+from search_cost import (child_key, mean_of_finite, number, rank_agreement, recorded_runs,  # noqa: E402
+                         reference_self_agreement, say, write_json)
 
 
 class BadResult(Exception):
@@ -32,14 +33,20 @@ class BadResult(Exception):
 
 @dataclass
 class Children:
-    """What a ranking needs of each child: the proxy's accuracy, each reference seed's, the size."""
+    """What a ranking needs of each child: the proxy's accuracy, each reference seed's, the size, and
+    what names the child across results (its run, name, stage, actions and size)."""
 
     proxy: list[float] = field(default_factory=list)
     seeds: list[list[float]] = field(default_factory=list)
     params: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
     def __add__(self, other: Children) -> Children:
-        return Children(self.proxy + other.proxy, self.seeds + other.seeds, self.params + other.params)
+        return Children(self.proxy + other.proxy, self.seeds + other.seeds, self.params + other.params,
+                        self.keys + other.keys)
+
+    def take(self, keep: list[int]) -> Children:
+        return Children(*([values[i] for i in keep] for values in (self.proxy, self.seeds, self.params, self.keys)))
 
     @property
     def reference(self) -> list[float]:
@@ -58,12 +65,29 @@ def load_children(path: str) -> Children:
         raise BadResult(f"{path} is not a result of search_cost.py (no scoring rows)") from None
     if result.get("partial"):
         raise BadResult(f"{path} is a partial result: finish it with search_cost.py --reuse first")
+    run_path = (result.get("settings") or {}).get("run")
     try:
         return Children([row["proxy_accuracy"] for row in rows],
                         [[run.accuracy for run in recorded_runs(row)] for row in rows],
-                        [row["params"] for row in rows])
+                        [row["params"] for row in rows],
+                        [f"{run_path} {child_key(row['name'], row['stage'], row['actions'], row['params'])}"
+                         for row in rows])
     except KeyError as missing:
         raise BadResult(f"{path}: a child has no {missing}") from None
+
+
+def pooled(sets: dict[str, Children]) -> Children:
+    """Every result's children, each child once, as the first result named gives it: a child counted
+    twice would weigh twice in the ranking, and two results of one run share children."""
+    pool, seen = Children(), set()
+    for path, children in sets.items():
+        keep = [i for i, key in enumerate(children.keys) if key not in seen]
+        if len(keep) < len(children.keys):
+            say(f"all pooled: {len(children.keys) - len(keep)} children of {path} are counted once, "
+                "from a result named before it")
+        seen.update(children.keys)
+        pool += children.take(keep)
+    return pool
 
 
 def spearman(first: list[float], second: list[float]) -> float:
@@ -141,7 +165,7 @@ def main(argv: list[str] | None = None) -> list[Ranking]:
     sets = {path: load_children(path) for path in args.results}
     rankings = [ranking(Path(path).stem, children, args.resamples, args.seed) for path, children in sets.items()]
     if len(sets) > 1:
-        rankings.append(ranking("all pooled", sum(sets.values(), Children()), args.resamples, args.seed))
+        rankings.append(ranking("all pooled", pooled(sets), args.resamples, args.seed))
     print(table(rankings))
     if args.out:
         write_json(Path(args.out), {"results": args.results, "resamples": args.resamples, "seed": args.seed,

@@ -15,12 +15,13 @@ from scipy import stats
 from benchscripts import BENCHMARKS, load_benchmark
 
 
-def write_result(path: Path, proxy, seeds, params, **extra) -> str:
+def write_result(path: Path, proxy, seeds, params, run: str = "runs/a", **extra) -> str:
     """A result of search_cost.py reduced to what a ranking reads."""
-    rows = [{"name": f"child-{i}", "stage": "shrinkage", "proxy_accuracy": p, "reference_accuracies": runs,
-             "reference_run_seconds": [1.0] * len(runs), "reference_accuracy": float(np.mean(runs)), "params": n}
+    rows = [{"name": f"child-{i}", "stage": "shrinkage", "actions": [i], "proxy_accuracy": p,
+             "reference_accuracies": runs, "reference_run_seconds": [1.0] * len(runs),
+             "reference_accuracy": float(np.mean(runs)), "params": n}
             for i, (p, runs, n) in enumerate(zip(proxy, seeds, params))]
-    path.write_text(json.dumps({"settings": {}, "scoring": {"rows": rows}, **extra}))
+    path.write_text(json.dumps({"settings": {"run": run}, "scoring": {"rows": rows}, **extra}))
     return str(path)
 
 
@@ -69,7 +70,7 @@ def test_more_children_narrow_the_interval(tmp_path):
 
 def test_results_are_also_ranked_pooled_against_the_seeds_all_of_them_have(tmp_path, capsys):
     first, second = children(20, 3, seed=2), children(12, 1, seed=3)
-    paths = [write_result(tmp_path / "three.json", *first), write_result(tmp_path / "one.json", *second)]
+    paths = [write_result(tmp_path / "three.json", *first), write_result(tmp_path / "one.json", *second, run="runs/b")]
     out = tmp_path / "rankings.json"
 
     found = load_benchmark("rankings").main([*paths, "--resamples", "99", "--out", str(out)])
@@ -86,6 +87,23 @@ def test_results_are_also_ranked_pooled_against_the_seeds_all_of_them_have(tmp_p
     written = json.loads(out.read_text())
     assert [r["name"] for r in written["rankings"]] == ["three", "one", "all pooled"]
     assert written["rankings"][-1]["seed_against_seed"] is None
+
+
+def test_pooled_a_child_two_results_of_one_run_share_counts_once(tmp_path, capsys):
+    proxy, runs, params = children(20, 3, seed=4)
+    other_proxy = (np.asarray(proxy) + np.random.default_rng(5).normal(0, 0.01, 20)).tolist()
+    first = write_result(tmp_path / "first.json", proxy, runs, params)
+    # another proxy on the first 12 of the same children, as --reuse of the first result measures it
+    second = write_result(tmp_path / "second.json", other_proxy[:12], runs[:12], params[:12])
+    # the same names on another run: other networks, counted
+    other_run = write_result(tmp_path / "other.json", proxy[:5], runs[:5], params[:5], run="runs/b")
+
+    *_, pooled = load_benchmark("rankings").main([first, second, other_run, "--resamples", "99"])
+
+    assert pooled.children == 25
+    means = [np.mean(r) for r in runs]
+    assert pooled.proxy == pytest.approx(spearman(proxy + proxy[:5], means + means[:5]))  # the first named's
+    assert f"12 children of {second} are counted once" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content, says", [
