@@ -1,11 +1,11 @@
 """How faithfully the proxy ranks children, over one or more results of search_cost.py.
 
 For each result, and for all their children pooled (each child once: results of one run share
-children, such as a result and another proxy on the same reference runs): the proxy's Spearman correlation with the
-reference (the mean of its seeds) and a bootstrap 95 % interval for it over the children; the
-proxy against each reference seed alone; the reference's seeds against each other; and the
-parameter count against the reference, the ranking a proxy has to beat to show more than a
-child's size. Twenty children leave a Spearman near 0.8 uncertain by about ±0.1, which the
+children, such as a result and another proxy on the same reference runs): the proxy's Spearman
+correlation with the reference (the mean of its seeds) and a bootstrap 95 % interval for it
+over the children; the proxy against each reference seed alone; the reference's seeds against
+each other; and the parameter count against the reference, the ranking a proxy has to beat to
+show more than a child's size. Twenty children leave a Spearman near 0.8 uncertain by about ±0.1, which the
 interval makes plain.
 
     .venv/bin/python benchmarks/rankings.py benchmarks/results/search_cost-cpu-shrinkage-3seeds-contribution.json \\
