@@ -6,7 +6,7 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from .errors import N2NError
 
@@ -152,13 +152,23 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
 
 
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors look like every other user error: one line, exit 2.
+
+    The usage block stays on --help; printed with every typo it buries the one line that matters.
+    Subcommand parsers are made of this class too (add_subparsers uses the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"n2n: error: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --quiet/--verbose are accepted before or after the subcommand
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="only warnings and results, no progress bars")
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="n2n", description="Compress a trained CNN into a small student (N2N learning).", parents=[common]
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
