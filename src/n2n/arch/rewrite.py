@@ -1,15 +1,15 @@
 """Turning N2N actions into a child network, and replaying them on a fresh model.
 
 Both rewrites work on a deep copy and answer with a :class:`Rewrite`: either a
-child that runs on the example input, keeps the output shape and has strictly
-fewer parameters than its parent, or no child and the reason. A bad action
-never raises.
+child that runs forward and backward on the example input, keeps the output
+shape and has strictly fewer parameters than its parent, or no child and the
+reason. A bad action never raises.
 
 * Removal edits the traced graph (torch.fx): a conv goes with the BatchNorm and
   activation right after it, a max pool alone, a residual block becomes its
   shortcut (identity, or its projection conv + BN; the activation after the sum
   stays). The child is a ``torch.fx.GraphModule`` whose modules keep their
-  original names. Layers reading a tensor of a new width are then resized.
+  original names and whose in-place operations are made out-of-place. Layers reading a tensor of a new width are then resized.
 * Shrinkage prunes each channel group to its new width with Torch-Pruning's
   prune functions, keeping the channels the next layer gets most from (see
   ``groups.channel_contribution``; ``criterion="l1"`` keeps the largest filter L1
@@ -24,10 +24,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
 from n2n.arch.groups import CRITERIA, prune_groups
+from n2n.arch.inplace import make_out_of_place
 from n2n.arch.measure import count_params, forward_with_macs
 from n2n.arch.resize import fit_to_inputs
 from n2n.arch.view import NetworkView
@@ -78,6 +80,7 @@ def remove_layers(
         for node in graph.nodes:
             node.type = None  # string annotations would make the child unpicklable
         child = fx.GraphModule(copy.deepcopy(model), graph)
+        make_out_of_place(child)  # before dead code goes: an in-place sum counts as a side effect
         child.graph.eliminate_dead_code()
         child.delete_all_unused_submodules()
         child.recompile()
@@ -118,7 +121,7 @@ def shrink_layers(
     step = {"op": "shrink", "ratios": _plain_list(ratios, float), "min_width": min_width}
     try:
         _check_actions(model, view, ratios, len(view.groups), "shrink ratio")
-        widths = [_target_width(group.channels, ratio, min_width) for group, ratio in zip(view.groups, ratios)]
+        widths = [target_width(group.channels, ratio, min_width) for group, ratio in zip(view.groups, ratios)]
         if all(width == group.channels for width, group in zip(widths, view.groups)):
             raise _Rejected("shrinks no layer, so the child is not smaller than its parent")
         child = copy.deepcopy(model)
@@ -193,7 +196,7 @@ def _check_actions(model: nn.Module, view: NetworkView, actions: Sequence, expec
         raise _Rejected(f"expected {expected} {what} entries (one per {'layer' if what == 'removal' else 'group'}), got {len(actions)}")
 
 
-def _target_width(channels: int, ratio: Any, min_width: int) -> int:
+def target_width(channels: int, ratio: Any, min_width: int) -> int:
     try:
         ratio = float(ratio)
     except (TypeError, ValueError, RuntimeError):
@@ -227,9 +230,37 @@ def _accept(
     if not isinstance(output, Tensor) or tuple(output.shape[1:]) != view.output_shape:
         shape = tuple(output.shape[1:]) if isinstance(output, Tensor) else type(output).__name__
         raise _Rejected(f"output shape changed from {view.output_shape} to {shape}")
+    _check_trains(child, example_input)
     if init == "scratch":
         _reinitialise(child)
     return Rewrite(child=child, reason=None, params=params, flops=int(flops or 0), step=step)
+
+
+def _check_trains(child: nn.Module, example_input: Tensor) -> None:
+    """Reject a child whose forward or backward pass with autograd fails (e.g. an in-place
+    operation overwriting a tensor saved for the backward pass).
+
+    Run in eval mode, so BatchNorm statistics stay untouched and a batch of one works;
+    the gradients are dropped afterwards.
+    """
+    modes = {module: module.training for module in child.modules()}
+    child.eval()
+    try:
+        with torch.enable_grad():
+            try:
+                output = child(example_input)
+            except Exception as error:  # arbitrary user layers
+                raise _Rejected(f"forward failed: {type(error).__name__}: {error}") from error
+            if isinstance(output, Tensor) and output.requires_grad:
+                try:
+                    output.float().sum().backward()
+                except Exception as error:
+                    raise _Rejected(f"backward failed: {type(error).__name__}: {error}") from error
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+        for parameter in child.parameters():
+            parameter.grad = None
 
 
 def _reinitialise(model: nn.Module) -> None:

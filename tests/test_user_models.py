@@ -1,0 +1,136 @@
+"""Models written the way users write them (torchvision and timm style), rewritten by N2N.
+
+Every rewrite gives a child that trains (forward and backward) or a rejection
+with its reason, never an exception; removal finds valid children wherever the
+view offers a removable unit.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from custom_models import GroupNormNet, SmallMobileNetV2, TorchvisionResNet18
+from n2n.arch import NetworkView, remove_layers, shrink_layers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BUILDERS = {
+    "torchvision_resnet18": lambda: TorchvisionResNet18(width=8),
+    "mobilenet_v2": SmallMobileNetV2,
+    "groupnorm": GroupNormNet,
+}
+RATIOS = (0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
+
+
+def build(name: str) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return BUILDERS[name](), torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def train_step(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """One SGD step in training mode, as the distillation would take it; the logits."""
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01)
+    logits = model(inputs)
+    logits.logsumexp(1).mean().backward()
+    optimiser.step()
+    return logits
+
+
+def check(parent: nn.Module, rewrite, inputs: torch.Tensor, outcomes: collections.Counter) -> None:
+    if rewrite.child is None:
+        assert isinstance(rewrite.reason, str) and rewrite.reason
+        assert not rewrite.reason.startswith("internal error"), rewrite.reason
+        outcomes[rewrite.reason.split(":")[0]] += 1
+        return
+    logits = train_step(rewrite.child, inputs)
+    assert logits.shape == (inputs.shape[0], 10)
+    assert rewrite.params < sum(p.numel() for p in parent.parameters())
+    outcomes["accepted"] += 1
+
+
+def lone_removals(view: NetworkView) -> list[list[bool]]:
+    """One mask per removable entry, removing that entry alone."""
+    return [[index == chosen for index in range(len(view.layers))] for chosen, info in enumerate(view.layers) if info.removable]
+
+
+# ------------------------------------------------------------- in-place ReLU
+
+
+def test_removed_block_of_an_inplace_relu_resnet_trains():
+    teacher, inputs = build("torchvision_resnet18")
+    view = NetworkView.build(teacher, inputs)
+    rewrite = remove_layers(teacher, view, [info.name == "layer1.1" for info in view.layers], inputs)
+
+    assert rewrite.child is not None, rewrite.reason
+    train_step(rewrite.child, inputs)
+    assert all(not getattr(module, "inplace", False) for module in rewrite.child.modules())
+    assert all(getattr(module, "inplace", True) for module in teacher.modules() if isinstance(module, nn.ReLU))
+
+
+def test_a_child_that_fails_backward_is_rejected_with_the_reason():
+    class OverwritesSaved(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.extra = nn.Conv2d(8, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            h = self.extra(torch.sigmoid(self.conv(x)))
+            y = h.sigmoid()
+            y.mul_(2)  # sigmoid's backward needs its output: overwritten
+            return self.fc(y.mean((2, 3)))
+
+    teacher, inputs = OverwritesSaved(), build("groupnorm")[1]
+    view = NetworkView.build(teacher, inputs)
+    rewrite = shrink_layers(teacher, view, [0.5] * len(view.groups), inputs, min_width=1)
+
+    assert rewrite.child is None
+    assert rewrite.reason.startswith("backward failed: RuntimeError"), rewrite.reason
+
+
+# ------------------------------------------------------------- every model
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_every_lone_removable_unit_gives_a_child_that_trains_unless_it_holds_no_parameter(name):
+    teacher, inputs = build(name)
+    view = NetworkView.build(teacher, inputs)
+    masks = lone_removals(view)
+
+    assert masks, "the view offers no removable unit"
+    children = 0
+    for mask in masks:
+        rewrite = remove_layers(teacher, view, mask, inputs)
+        if rewrite.child is None:  # a pool alone holds no parameter: the only fair rejection
+            assert rewrite.reason.startswith("not smaller"), (view.layers[mask.index(True)].name, rewrite.reason)
+            continue
+        train_step(rewrite.child, inputs)
+        children += 1
+    assert children > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUILDERS)
+def test_random_action_sequences_give_a_child_that_trains_or_a_reason(name, cases=300):
+    rng = random.Random(f"n2n-user-{name}")
+    teacher, inputs = build(name)
+    view = NetworkView.build(teacher, inputs)
+    outcomes: collections.Counter = collections.Counter()
+    for case in range(cases):
+        if case % 2 == 0:
+            p = rng.random()
+            rewrite = remove_layers(teacher, view, [rng.random() < p for _ in view.layers], inputs)
+        else:
+            ratios = [rng.choice(RATIOS) for _ in view.groups]
+            rewrite = shrink_layers(teacher, view, ratios, inputs, min_width=rng.choice((1, 4, 10)))
+        check(teacher, rewrite, inputs, outcomes)
+
+    assert sum(outcomes.values()) == cases
+    assert outcomes["accepted"] > cases // 2, outcomes
