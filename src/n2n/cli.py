@@ -87,7 +87,8 @@ def search_options(args: argparse.Namespace) -> dict:
     return given({
         "stages": args.stages,
         "epochs_per_stage": args.epochs_per_stage, "rollouts": args.rollouts, "algorithm": args.algorithm,
-        "max_params": args.max_params, "max_flops": args.max_flops, "min_accuracy": args.min_accuracy,
+        "max_params": args.max_params, "max_flops": args.max_flops, "compression": args.compression,
+        "reward": args.reward, "min_accuracy": args.min_accuracy,
         "init": args.init, "keep_channels": args.keep_channels, "policy_from": args.policy_from, "seed": args.seed,
         "method": args.method, "student_model": args.student_model, "student_width": args.student_width,
     })
@@ -163,6 +164,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import REWARD_CHOICES
+
     # --quiet/--verbose are accepted before or after the subcommand
     common = Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
@@ -221,8 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--epochs-per-stage", type=int, help="policy epochs per stage")
     comp.add_argument("--rollouts", type=int, help="children sampled per policy epoch (default 5)")
     comp.add_argument("--algorithm", choices=["reinforce", "actor-critic"])
-    comp.add_argument("--max-params", type=int, help="constraint: at most this many parameters")
-    comp.add_argument("--max-flops", type=int, help="constraint: at most this many multiply-accumulates")
+    comp.add_argument("--compression", type=float,
+                      help="budget: a student this many times smaller than the teacher (e.g. 10)")
+    comp.add_argument("--max-params", type=int, help="budget: at most this many parameters")
+    comp.add_argument("--max-flops", type=int, help="budget: at most this many multiply-accumulates")
+    comp.add_argument("--reward", choices=REWARD_CHOICES,
+                      help="accuracy: every child fitted to the budget, rewarded by accuracy (auto's choice with "
+                           "a budget); paper: N2N's C(2-C)*accuracy, budgets as soft-then-hard constraints "
+                           "(auto's choice without one)")
     comp.add_argument("--min-accuracy", type=float, help="constraint: validation accuracy at least this (0-1)")
     comp.add_argument("--init", choices=["inherit", "scratch"], help="children keep teacher weights or start fresh")
     comp.add_argument("--keep-channels", choices=["contribution", "l1"],

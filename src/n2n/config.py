@@ -18,6 +18,8 @@ EXECUTOR_CHOICES = ("auto", *EXECUTORS)  # auto: n2n.search.executors.choose_exe
 # n2n: the two-stage policy search; random: the same search without policy updates;
 # uniform, prune, kd: the baselines of n2n.baselines
 METHODS = ("n2n", "random", "uniform", "prune", "kd")
+# auto: "accuracy" when a budget (max_params, max_flops or compression) is given, else "paper"
+REWARD_CHOICES = ("auto", "paper", "accuracy")
 DEFAULT_RATIOS = (0.25, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -54,7 +56,11 @@ class SearchConfig:
     min_width: int = 10
     max_params: int | None = None
     max_flops: int | None = None
+    compression: float | None = None  # at most teacher params / compression
     min_accuracy: float | None = None
+    # accuracy: every child is brought inside the budget and rewarded by its accuracy relative
+    # to the teacher's; paper: C(2-C) * accuracy ratio, limits as soft-then-hard constraints
+    reward: str = "auto"
     annealing_horizon: int = 15
     # lr 5e-3: from inherited weights one epoch at 1e-3 left removal children 15-30 points
     # below where 5e-3 brings them (measured on conv4 / Fashion-MNIST)
@@ -77,6 +83,7 @@ class SearchConfig:
             "algorithm": (self.algorithm, ("reinforce", "actor-critic")),
             "init": (self.init, ("inherit", "scratch")),
             "keep_channels": (self.keep_channels, CRITERIA),
+            "reward": (self.reward, REWARD_CHOICES),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -94,6 +101,14 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not is_whole_number(value, 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        if self.compression is not None and (
+            isinstance(self.compression, bool) or not isinstance(self.compression, (int, float))
+            or not 1 < self.compression < float("inf")
+        ):
+            raise ConfigError(f"--compression is a factor above 1 (e.g. 10 for a student 10x smaller), "
+                              f"got {self.compression!r}")
+        if self.reward == "accuracy" and not self.has_budget:
+            raise ConfigError("--reward accuracy needs a budget: --max-params, --max-flops or --compression")
         if self.min_accuracy is not None and (
             not isinstance(self.min_accuracy, (int, float)) or not 0 <= self.min_accuracy <= 1
         ):
@@ -101,11 +116,23 @@ class SearchConfig:
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError("shrink ratios must lie in (0, 1]")
         self.check_executor()
-        if self.method == "prune" and self.max_params is None:
-            raise ConfigError("--method prune needs --max-params: the parameter budget to prune the teacher to")
+        if self.method == "prune" and self.max_params is None and self.compression is None:
+            raise ConfigError("--method prune needs --max-params or --compression: the parameter budget "
+                              "to prune the teacher to")
         if not 0 < self.student_width <= 1:
             raise ConfigError(f"student-width is a width multiplier in (0, 1], got {self.student_width}")
         return self
+
+    @property
+    def has_budget(self) -> bool:
+        return any(limit is not None for limit in (self.max_params, self.max_flops, self.compression))
+
+    @property
+    def reward_kind(self) -> str:
+        """The reward the search uses: "accuracy" (budget mode) or "paper"."""
+        if self.reward == "auto":
+            return "accuracy" if self.has_budget else "paper"
+        return self.reward
 
     def stage_policy(self, stage: str) -> PolicyConfig:
         """The policy settings of stage `stage` ("removal" or "shrinkage")."""

@@ -9,14 +9,13 @@ import torch
 from torch import nn
 
 from ..arch import NetworkView, Rewrite, count_flops, count_params, shrink_layers
+from ..arch.budget import budget_for, fit_to_budget
 from ..config import SearchConfig
 from ..errors import ConfigError, ModelError
 from ..models import create_model, model_spec
 from ..models.registry import SPEC_ATTRIBUTE
 
 log = logging.getLogger(__name__)
-# a ratio this close to the best one changes no layer's width by a whole channel
-BISECTION_STEPS = 14
 
 
 @dataclass
@@ -38,25 +37,17 @@ def uniform_students(teacher: nn.Module, example_input: torch.Tensor, config: Se
 
 
 def pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
-    """The widest uniform L1-norm pruning of the teacher with at most `max_params` parameters."""
+    """The widest uniform L1-norm pruning of the teacher within the budget (max_params, compression)."""
     view = NetworkView.build(teacher, example_input)
-    budget = config.max_params
-    best, low, high = None, 0.0, 1.0
-    for _ in range(BISECTION_STEPS):
-        ratio = (low + high) / 2
-        rewrite = uniform_shrink(teacher, view, ratio, example_input, config, "inherit", criterion="l1")
-        if rewrite.child is not None and rewrite.params <= budget:
-            best, low = (ratio, rewrite), ratio
-        else:
-            high = ratio
-    if best is None:
-        smallest = uniform_shrink(teacher, view, 1e-6, example_input, config, "inherit")
-        reason = (f"no uniform pruning reaches {budget:,} parameters (the narrowest, at min width "
-                  f"{config.min_width}, has {smallest.params:,})")
-        return [Proposal("pruned", Rewrite(None, reason))]
-    ratio, rewrite = best
-    log.info("pruning every layer to %.3f of its filters gives %s parameters (budget %s)",
-             ratio, f"{rewrite.params:,}", f"{budget:,}")
+    budget = budget_for(count_params(teacher), max_params=config.max_params, max_flops=config.max_flops,
+                        compression=config.compression)
+    rewrite = fit_to_budget(teacher, view, [1.0] * len(view.groups), example_input, budget, init="inherit",
+                            min_width=config.min_width, criterion="l1")
+    if rewrite.child is None:
+        return [Proposal("pruned", rewrite)]
+    ratio = rewrite.step["ratios"][0]
+    log.info("pruning every layer to %.3f of its filters gives %s parameters (%s)",
+             ratio, f"{rewrite.params:,}", budget.describe())
     return [Proposal(f"pruned x{ratio:.3f}", rewrite)]
 
 

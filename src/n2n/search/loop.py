@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..arch import NetworkView, arch_signature, count_flops, count_params
+from ..arch import NetworkView, arch_signature, count_flops, count_params, rebuild
+from ..arch.budget import Budget, budget_for
 from ..config import SearchConfig
 from ..distill.data import DistillData
 from ..distill.trainer import distill
@@ -71,7 +72,7 @@ class Child:
 
     record: CandidateRecord
     rewrite: Any
-    step: dict[str, Any]
+    steps: list[dict[str, Any]]  # the rewrites that make it from its parent
     key: str | None
     seed: int
 
@@ -92,7 +93,6 @@ class Search:
                  store: SearchStore | None = None, resume: ResumePoint | None = None) -> None:
         self.teacher, self.data, self.example_input = teacher.eval(), data, example_input
         self.config = config.validate()
-        self.constraints = Constraints(config.max_params, config.max_flops, config.min_accuracy)
         self.cache = ScoreCache()
         # Every child of the run trains on the same proxy subset: a fair comparison, and
         # the subset is drawn once instead of once per child.
@@ -121,6 +121,13 @@ class Search:
         if self.teacher_stats.val_accuracy <= 0:
             raise N2NError("the teacher gets no validation image right, so no student can be scored against it: "
                            "check that the teacher and the data set belong together")
+        limits = budget_for(self.teacher_stats.params, max_params=config.max_params, max_flops=config.max_flops,
+                            compression=config.compression) or Budget()
+        self.constraints = Constraints(limits.max_params, limits.max_flops, config.min_accuracy)
+        # budget mode: every child is brought inside the limits instead of being penalised for them
+        self.budget: Budget | None = limits if config.reward_kind == "accuracy" else None
+        if self.budget is not None:
+            log.info("budget mode: every child is fitted to %s", self.budget.describe())
         if not self.history:
             self.emit(TeacherRecord(**asdict(self.teacher_stats)))
         if self.snapshot_state is not None:
@@ -130,7 +137,8 @@ class Search:
         try:
             for index, name in enumerate(self.config.stages):
                 parent, rewrites = self.parent_of(index)
-                self.results.append(self.run_stage(index, make_stage(name, self.config), parent, rewrites))
+                stage = make_stage(name, self.config, self.budget)
+                self.results.append(self.run_stage(index, stage, parent, rewrites))
         finally:
             self.close()
         return self.results
@@ -140,10 +148,20 @@ class Search:
         self.executor.close()
 
     def parent_of(self, index: int) -> tuple[nn.Module, list[dict[str, Any]]]:
-        """The best child of the last stage that found one; the teacher before that."""
+        """The best child of the last stage that found one; the teacher before that.
+
+        In budget mode the next stage starts from that child's layers at their full widths, with
+        the teacher's weights, and fits each of its own children to the budget anew: its parent is
+        chosen for what shrinking can make of it, and every child of both stages starts alike."""
         for result in reversed(self.results[:index]):
-            if result.best_child is not None:
+            if result.best_child is None:
+                continue
+            if self.budget is None:
                 return result.best_child, result.rewrites
+            removals = [step for step in result.rewrites if step.get("op") != "shrink"]
+            torch.manual_seed(self.config.seed * 7919 + index)  # layers refitted after a removal start alike
+            parent = rebuild(copy.deepcopy(self.teacher), self.example_input, removals)
+            return parent.to(self.example_input.device), removals
         return self.teacher, []
 
     # ---- one stage -------------------------------------------------------------------------
@@ -246,10 +264,10 @@ class Search:
         seed = self.candidate_seed(stage_index, epoch, rollout)
         torch.manual_seed(seed)  # init="scratch" draws from the global generator: same child after a resume
         record = CandidateRecord(stage.name, epoch, rollout, actions.tolist(), INVALID_REWARD)
-        rewrite, step = stage.apply(parent, view, actions, self.example_input)
+        rewrite, steps = stage.apply(parent, view, actions, self.example_input)
         # keyed by stage too: with inherited weights the same shapes in another stage are another child
         key = None if rewrite.child is None else f"{stage.name}:{arch_signature(rewrite.child, self.example_input)}"
-        return Child(record, rewrite, step, key, seed)
+        return Child(record, rewrite, steps, key, seed)
 
     def score_epoch(self, children: list[Child], result: StageResult, rewrites: list[dict],
                     bar: Any) -> list[CandidateRecord]:
@@ -295,7 +313,7 @@ class Search:
         record.params, record.flops, record.val_accuracy = score.params, score.flops, score.val_accuracy
         record.reward = self.reward_of(score, record.epoch, self.config.stage_horizon(record.stage))
         if not record.cached and self.is_better(record, result):
-            self.keep_best(record, child, result, rewrites + [child.step], trained)
+            self.keep_best(record, child, result, rewrites + child.steps, trained)
         return self.emit(record)
 
     def trained_score(self, child: Child, trained: dict[str, JobResult]) -> tuple[Score | None, str]:
@@ -348,7 +366,7 @@ class Search:
         teacher = self.teacher_stats
         return reward(student_params=score.params, teacher_params=teacher.params, student_acc=score.val_accuracy,
                       teacher_acc=teacher.val_accuracy, student_flops=score.flops, constraints=self.constraints,
-                      policy_epoch=epoch, horizon=horizon)
+                      policy_epoch=epoch, horizon=horizon, kind=self.config.reward_kind)
 
     def hard_reward(self, record: CandidateRecord) -> float:
         """The reward of a scored child with every constraint hard, as after annealing."""

@@ -1,9 +1,14 @@
-"""The N2N reward (N2N-METHOD.md, "Reward"): pure functions of a child's size and accuracy.
+"""The rewards (N2N-METHOD.md, "Reward"): pure functions of a child's size and accuracy.
+
+``paper``, the N2N reward, trades size against accuracy:
 
     C   = 1 - params(student) / params(teacher)      relative compression
     R_c = C (2 - C)                                   concave: early compression pays most
     R_a = acc(student) / acc(teacher)
     R   = R_c * R_a
+
+``accuracy`` is R_a alone: the budget mode, where every child was already brought inside
+a size budget (n2n.arch.budget), so only its accuracy is left to reward.
 
 A child that breaks a constraint gets ``(eps - 1) + eps * R`` with
 ``eps = max(0, 1 - epoch / horizon) ** 4``: the constraint is soft at first and
@@ -29,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 INVALID_REWARD = -1.0
 DEFAULT_HORIZON = 15
+REWARDS = ("paper", "accuracy")
 
 
 def compression_reward(student_params: int, teacher_params: int) -> float:
@@ -102,9 +108,15 @@ def reward(
     constraints: Constraints | None = None,
     policy_epoch: int = 0,
     horizon: int = DEFAULT_HORIZON,
+    kind: str = "paper",
 ) -> float:
-    """R = R_c * R_a; a child breaking ``constraints`` gets (eps - 1) + eps * R instead."""
-    value = compression_reward(student_params, teacher_params) * accuracy_reward(student_acc, teacher_acc)
+    """R = R_c * R_a (``kind="paper"``) or R_a (``"accuracy"``); a child breaking ``constraints``
+    gets (eps - 1) + eps * R instead."""
+    if kind not in REWARDS:
+        raise ValueError(f"reward kind must be one of {', '.join(REWARDS)}, got {kind!r}.")
+    value = accuracy_reward(student_acc, teacher_acc)
+    if kind == "paper":
+        value *= compression_reward(student_params, teacher_params)
     if constraints is None:
         return value
     broken = constraints.violations(student_params, student_flops, student_acc)

@@ -2,6 +2,12 @@
 
 A stage knows which policy it trains, which states that policy reads, and which
 rewrite turns its actions into a child. The loop does the rest.
+
+With a budget (budget mode) every child is brought inside it: a shrinkage child's
+ratios are scaled until it fits; a removal child (the parent itself when nothing is
+removed) is then shrunk uniformly to fit, so that the removal stage ranks layer
+removals by what they leave at the budget. The last rewrite of a budget-mode child
+is always that fit.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import torch
 from torch import nn
 
 from ..arch import STATE_DIM, NetworkView, Rewrite, remove_layers, shrink_layers
+from ..arch.budget import Budget, fit_to_budget
 from ..config import SearchConfig
 from ..policies import PolicyOutput, RemovalPolicy, ShrinkPolicy
 
@@ -24,12 +31,17 @@ class Stage(Protocol):
     def sample(self, policy: nn.Module, view: NetworkView, generator: torch.Generator) -> PolicyOutput: ...
 
     def apply(self, parent: nn.Module, view: NetworkView, actions: torch.Tensor,
-              example_input: torch.Tensor) -> tuple[Rewrite, dict[str, Any]]: ...
+              example_input: torch.Tensor) -> tuple[Rewrite, list[dict[str, Any]]]:
+        """The child and the rewrites that make it from the parent (none when it is rejected)."""
+
+
+NO_REMOVAL = "removes no layer"
 
 
 @dataclass
 class RemovalStage:
     config: SearchConfig
+    budget: Budget | None = None
     name: str = "removal"
 
     def make_policy(self, value_head: bool) -> nn.Module:
@@ -42,12 +54,25 @@ class RemovalStage:
     def apply(self, parent, view, actions, example_input):
         rewrite = remove_layers(parent, view, [bool(a) for a in actions.tolist()], example_input,
                                 init=self.config.init)
-        return rewrite, rewrite.step
+        if self.budget is None or (rewrite.child is not None and self.budget.fits(rewrite.params, rewrite.flops)):
+            return rewrite, steps_of(rewrite)
+        if rewrite.child is None and not (rewrite.reason or "").startswith(NO_REMOVAL):
+            return rewrite, []
+        # nothing removed: the parent shrunk to the budget is a child too (the teacher stays a candidate)
+        base, steps = (parent, []) if rewrite.child is None else (rewrite.child, [rewrite.step])
+        base_view = view if rewrite.child is None else NetworkView.build(base, example_input)
+        fitted = fit_to_budget(base, base_view, [1.0] * len(base_view.groups), example_input, self.budget,
+                               init=self.config.init, min_width=self.config.min_width,
+                               criterion=self.config.keep_channels)
+        if fitted.child is None:
+            return fitted, []
+        return fitted, steps + [fitted.step]
 
 
 @dataclass
 class ShrinkStage:
     config: SearchConfig
+    budget: Budget | None = None
     name: str = "shrinkage"
 
     def make_policy(self, value_head: bool) -> nn.Module:
@@ -60,10 +85,21 @@ class ShrinkStage:
 
     def apply(self, parent, view, actions, example_input):
         ratios = [float(self.config.ratios[int(a)]) for a in actions.tolist()]
-        rewrite = shrink_layers(parent, view, ratios, example_input, init=self.config.init,
-                                min_width=self.config.min_width, criterion=self.config.keep_channels)
-        return rewrite, rewrite.step
+        options = dict(init=self.config.init, min_width=self.config.min_width, criterion=self.config.keep_channels)
+        if self.budget is None:
+            rewrite = shrink_layers(parent, view, ratios, example_input, **options)
+        else:
+            rewrite = fit_to_budget(parent, view, ratios, example_input, self.budget, **options)
+        return rewrite, steps_of(rewrite)
 
 
-def make_stage(name: str, config: SearchConfig) -> Stage:
-    return RemovalStage(config) if name == "removal" else ShrinkStage(config)
+def steps_of(rewrite: Rewrite) -> list[dict[str, Any]]:
+    return [rewrite.step] if rewrite.child is not None else []
+
+
+STAGE_CLASSES = {"removal": RemovalStage, "shrinkage": ShrinkStage}
+
+
+def make_stage(name: str, config: SearchConfig, budget: Budget | None = None) -> Stage:
+    """Stage `name`; with a `budget`, every child it makes is brought inside it."""
+    return STAGE_CLASSES[name](config, budget)
