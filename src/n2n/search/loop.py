@@ -192,9 +192,9 @@ class Search:
             summary = self.emit(self.epoch_record(stage.name, epoch, records, metrics, result,
                                                   time.perf_counter() - started))
             self.snapshot(index, epoch + 1, trainer, generator, result)
-            log.info("%s epoch %d/%d: mean reward %.3f, best %.3f (%s params, val accuracy %.2f%%)", stage.name,
+            log.info("%s epoch %d/%d: mean reward %.3f, best %.3f (%s params, val accuracy %.2f%%)%s", stage.name,
                      epoch + 1, cfg.epochs_per_stage, summary.reward_mean, summary.best_reward,
-                     f"{summary.best_params:,}", 100 * summary.best_val_accuracy)
+                     f"{summary.best_params:,}", 100 * summary.best_val_accuracy, rejection_summary(records))
             bar.set_postfix(best=f"{result.best.reward:.3f}" if result.best else "-", trained=result.candidates)
         bar.close()
         return result
@@ -413,3 +413,26 @@ def record_of(values: dict[str, Any]) -> Any:
     """A record back from its metrics.jsonl line."""
     kind = values.get("kind", "candidate")
     return RECORD_KINDS[kind](**{k: v for k, v in values.items() if k != "kind"})
+
+
+def rejection_summary(records: list[CandidateRecord], shown: int = 3) -> str:
+    """When most children of an epoch were rejected, how many and their commonest reasons; else "".
+
+    Without it an epoch of rejections says only "mean reward -1.000" at INFO. Reasons that
+    differ only in numbers (shapes, parameter counts) count as one, shown by its first instance.
+    """
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for record in records:
+        if not record.valid:
+            reason = ((record.reason or "rejected").splitlines() or ["rejected"])[0][:120]
+            key = "".join("#" if char.isdigit() else char for char in reason)
+            while "##" in key:
+                key = key.replace("##", "#")
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, reason)
+    rejected = sum(counts.values())
+    if 2 * rejected <= len(records):
+        return ""
+    commonest = sorted(counts, key=lambda key: -counts[key])[:shown]
+    return f"; {rejected} of {len(records)} rejected: " + "; ".join(f"{first[key]} ({counts[key]}x)" for key in commonest)
