@@ -128,7 +128,7 @@ def test_resume_after_a_torn_metrics_line_says_what_it_dropped(setting, tmp_path
     torn_line = len(text.splitlines()) + 1
     result = run_cli(["compress", "--resume", str(out)])
     assert result.returncode == 0, result.stderr
-    assert f"dropped damaged line(s) {torn_line}" in result.stderr
+    assert f"damaged or repeated line(s) {torn_line} of" in result.stderr
     assert_same_result(out, setting["reference"])
 
 

@@ -19,3 +19,7 @@ class CheckpointError(N2NError):
 
 class ConfigError(N2NError):
     """An option or configuration value is invalid."""
+
+
+class RunInUseError(N2NError):
+    """Another live process owns the run folder (it holds the folder's lock)."""

@@ -1,6 +1,7 @@
 """A compression run from files: teacher checkpoint + data set name -> run folder."""
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import subprocess
@@ -18,12 +19,12 @@ from .data import DataSplits, load_dataset
 from .data.loader import black_pixel
 from .errors import N2NError
 from .policies import save_policy
-from .report.run_folder import POLICY_FILES, RunFolder
-from .report.summary import read_metrics, rebuild_report
+from .report.run_folder import DAMAGED_METRICS, POLICY_FILES, RunFolder
+from .report.summary import rebuild_report
 from .report.tensorboard import TensorBoardLogger, summary_writer_class
 from .runtime import resolve_device
 from .search.loop import POLICY_KIND, record_of
-from .search.state import ResumePoint, candidate_key
+from .search.state import ResumePoint, record_identity, split_at_snapshot
 from .teacher import dataset_meta, evaluation_tensors
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,14 @@ def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: Searc
     check_fits(teacher.meta, data.info, teacher_path)
     if tensorboard:
         summary_writer_class()
-    folder = RunFolder.create(out, force=force)  # only after every input was checked: nothing half-made
-    folder.write_text("config.yaml", dump_yaml({
-        "teacher": str(Path(teacher_path).resolve()), "dataset": name,
-        "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "limit": limit,
-        "device": str(resolve_device(device)), "search": to_dict(config), "versions": provenance(),
-    }))
-    return execute(folder, teacher, data, config, device, progress, resume=None, tensorboard=tensorboard)
+    # only after every input was checked: nothing half-made; owned by this process until it returns
+    with RunFolder.create(out, force=force) as folder:
+        folder.write_text("config.yaml", dump_yaml({
+            "teacher": str(Path(teacher_path).resolve()), "dataset": name,
+            "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "limit": limit,
+            "device": str(resolve_device(device)), "search": to_dict(config), "versions": provenance(),
+        }))
+        return execute(folder, teacher, data, config, device, progress, resume=None, tensorboard=tensorboard)
 
 
 # A run whose config.yaml does not name keep_channels began before the setting existed, when
@@ -75,11 +77,21 @@ def resume_run(out: str | Path, *, placement: dict[str, Any] | None = None, prog
 
     `placement` (executor, workers, ray_address) moves the children's training elsewhere, which
     changes no score; config.yaml keeps what the run started with."""
-    folder = RunFolder(out)
+    check_resumable(RunFolder(out))  # a folder with no run, or a finished one, gets no lock file
+    with RunFolder(out).claim() as folder:  # before anything in it changes: one owner at a time
+        check_resumable(folder)  # the run that held the lock may have finished meanwhile
+        return resume_owned(folder, placement, progress, tensorboard)
+
+
+def check_resumable(folder: RunFolder) -> None:
     if not (folder.root / "config.yaml").is_file():
         raise N2NError(f"{folder.root} holds no run to resume (no config.yaml): start one without --resume")
     if (folder.root / "summary.json").is_file():
         raise N2NError(f"the run in {folder.root} has finished already (see its summary.json)")
+
+
+def resume_owned(folder: RunFolder, placement: dict[str, Any] | None, progress: bool,
+                 tensorboard: bool) -> CompressionResult:
     settings = load_yaml(folder.root / "config.yaml")
     config = from_dict(SearchConfig, {**BEFORE_KEEP_CHANNELS, **settings["search"]}, f"{folder.root}/config.yaml")
     config = from_dict(SearchConfig, placement or {}, "options", base=config).validate()
@@ -90,26 +102,81 @@ def resume_run(out: str | Path, *, placement: dict[str, Any] | None = None, prog
 
 
 def resume_point(folder: RunFolder) -> ResumePoint:
-    """Read what the killed run left; metrics.jsonl is cut back to the last snapshot."""
-    records, dropped = read_metrics(folder.metrics_path) if folder.metrics_path.is_file() else ([], [])
-    if dropped:
-        log.warning("dropped damaged line(s) %s of %s", ", ".join(map(str, dropped)), folder.metrics_path)
+    """Read what the killed run left, deleting nothing it scored.
+
+    The records after the last snapshot stay in metrics.jsonl: their candidates are replayed,
+    not trained again, and no record is written twice; so a resume killed at any moment
+    leaves the next one all it had. Damaged and repeated lines move to metrics.damaged.jsonl."""
+    lines = folder.metric_lines()
+    kept, aside = sort_metric_lines(lines)
+    if aside:
+        log.warning("moved damaged or repeated line(s) %s of %s to %s", ", ".join(map(str, aside)),
+                    folder.metrics_path, DAMAGED_METRICS)
+    folder.keep_metric_lines([lines[number - 1] for number in kept], [lines[number - 1] for number in aside])
     snapshot = folder.load_snapshot()
-    keep = snapshot["records"] if snapshot else 0
-    replay = {candidate_key(r["stage"], r["epoch"], r["rollout"]): r
-              for r in records[keep:] if r.get("kind") == "candidate"}
-    log.info("resuming %s: %d records kept, %d scored candidates reused", folder.root, keep, len(replay))
-    folder.rewrite_metrics(records[:keep])
-    return ResumePoint(snapshot, [record_of(r) for r in records[:keep]], replay)
+    records = list(kept.values())
+    history, replay = split_at_snapshot(records, snapshot)
+    log.info("resuming %s: %d records from before the last snapshot, %d scored candidates after it replayed",
+             folder.root, len(history), len(replay))
+    if snapshot and snapshot.get("records", len(history)) != len(history):
+        log.warning("%d record(s) from before the last snapshot were lost to damaged lines",
+                    snapshot["records"] - len(history))
+    return ResumePoint(snapshot, [record_of(r) for r in history], replay,
+                       written={record_identity(r) for r in records})
+
+
+def sort_metric_lines(lines: list[bytes]) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """The usable records by their 1-based line numbers, and the numbers of the lines to set
+    aside: damaged ones and repeats of a record already read (two processes once wrote one run)."""
+    kept: dict[int, dict[str, Any]] = {}
+    aside, seen = [], set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        record = usable_record(line)
+        identity = record_identity(record) if record is not None else None
+        if identity is None or identity in seen:
+            aside.append(number)
+            continue
+        seen.add(identity)
+        kept[number] = record
+    return kept, aside
+
+
+# What a replayed candidate's score is made of: numbers, whatever else a line holds.
+SCORE_FIELDS = ("reward", "params", "flops", "val_accuracy", "seconds")
+
+
+def usable_record(line: bytes) -> dict[str, Any] | None:
+    """The record a metrics line holds, or None where it is damaged (cut short, not JSON, not
+    a record of a known kind with every field, a candidate without numbers for its score)."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # bytes that are no text, too
+        return None
+    if not isinstance(record, dict) or record_identity(record) is None:
+        return None
+    try:
+        record_of(record)
+    except TypeError:  # a field missing, or one no record has
+        return None
+    if record["kind"] == "candidate" and not (
+            isinstance(record["valid"], bool)
+            and all(isinstance(record[k], (int, float)) and not isinstance(record[k], bool) for k in SCORE_FIELDS)):
+        return None
+    return record
 
 
 def execute(folder: RunFolder, teacher: Checkpoint, data: DataSplits, config: SearchConfig, device: str | None,
             progress: bool, resume: ResumePoint | None, tensorboard: bool = False) -> CompressionResult:
     cpu = torch.device("cpu")
     board = TensorBoardLogger(folder.root / "tensorboard") if tensorboard else None
+    written = resume.written if resume is not None else set()
 
     def on_record(record: Any) -> None:
         line = asdict(record)
+        if record_identity(line) in written:  # the killed run wrote it already: replayed, not repeated
+            return
         folder.append_metrics(line)
         if board is not None:
             board(line)

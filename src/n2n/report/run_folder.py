@@ -5,25 +5,32 @@ the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
 
-from ..files import atomic_save, atomic_write_text
-from ..errors import N2NError
+from ..files import atomic_save, atomic_write_text, temporary_sibling
+from ..errors import N2NError, RunInUseError
 from ..policies import load_policy
 
 POLICY_FILES = {"removal": "removal.pt", "shrink": "shrink.pt"}
+LOCK_FILE = "run.lock"
+DAMAGED_METRICS = "metrics.damaged.jsonl"
 
 
 class RunFolder:
+    """A run folder has one owner at a time: the process holding its lock (see `claim`);
+    used as a context manager, the folder is given back on leaving it."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._lock: IO[str] | None = None
 
     @classmethod
     def create(cls, root: str | Path, *, force: bool = False) -> "RunFolder":
@@ -35,11 +42,45 @@ class RunFolder:
             raise N2NError(f"{folder.root} already holds a run: continue it with --resume {folder.root}, "
                            "overwrite it with --force, or choose another --out")
         folder.root.mkdir(parents=True, exist_ok=True)
+        folder.claim()  # before --force deletes anything a live run may still be writing
         if force:
             folder.metrics_path.unlink(missing_ok=True)
             shutil.rmtree(folder.root / "state", ignore_errors=True)
             (folder.root / "summary.json").unlink(missing_ok=True)
         return folder
+
+    # ---- ownership -----------------------------------------------------------------------
+    def claim(self) -> "RunFolder":
+        """Take the folder's lock, or refuse naming the process that holds it.
+
+        An flock, not a pid file: the kernel drops it when its process dies however it dies,
+        so a killed run never blocks its own resume."""
+        stream = open(self.root / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stream.seek(0)
+            holder = stream.read().strip()
+            stream.close()
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise RunInUseError(f"{self.root} is in use by {who} (an n2n run or resume of it): wait for it to "
+                                f"end or stop it, then continue with --resume {self.root}") from None
+        stream.truncate(0)
+        stream.write(f"{os.getpid()}\n")  # for the message above; the lock itself is the flock
+        stream.flush()
+        self._lock = stream
+        return self
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops the flock
+            self._lock = None
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     @property
     def metrics_path(self) -> Path:
@@ -79,8 +120,28 @@ class RunFolder:
             raise N2NError(f"{self.snapshot_path} is damaged ({type(error).__name__}): "
                            "the run cannot be resumed; start it again with --force") from None
 
-    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+    def metric_lines(self) -> list[bytes]:
+        """metrics.jsonl's lines as written, bytes that are no text included; [] before the first."""
+        if not self.metrics_path.is_file():
+            return []
+        return self.metrics_path.read_bytes().split(b"\n")
+
+    def keep_metric_lines(self, kept: list[bytes], aside: list[bytes]) -> None:
+        """metrics.jsonl made of the `kept` lines alone; the `aside` ones go to metrics.damaged.jsonl.
+
+        Nothing is ever deleted: the lines set aside are stored before the rewrite, so a kill
+        between the two leaves a line in both files, never in neither. A file that ends in a
+        whole line and loses none is left as it is."""
+        if not self.metrics_path.is_file() or not aside and self.metrics_path.read_bytes().endswith(b"\n"):
+            return
+        if aside:
+            with open(self.root / DAMAGED_METRICS, "ab") as stream:
+                stream.write(b"".join(line + b"\n" for line in aside))
+                stream.flush()
+                os.fsync(stream.fileno())
+        with temporary_sibling(self.metrics_path) as tmp:
+            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+            os.replace(tmp, self.metrics_path)
 
     def write_json(self, name: str, payload: Any) -> Path:
         path = self.root / name
