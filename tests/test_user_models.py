@@ -95,6 +95,77 @@ def test_a_child_that_fails_backward_is_rejected_with_the_reason():
     assert rewrite.reason.startswith("backward failed: RuntimeError"), rewrite.reason
 
 
+# ------------------------------------------------------------- depthwise convolutions
+
+
+def test_mobilenet_blocks_with_a_sum_are_the_units_and_expansions_into_depthwise_convs_stay():
+    teacher, inputs = build("mobilenet_v2")
+    view = NetworkView.build(teacher, inputs)
+    removable = {info.name for info in view.layers if info.removable}
+
+    assert {"features.3", "features.5", "features.6"} <= removable  # inverted residuals with their sum
+    assert "features.4" not in {info.name for info in view.layers}  # no sum: not a block
+    # 1x1 expansions feed a depthwise conv; projections feed the next block's sum
+    assert not removable & {"features.4.conv.0.0", "features.4.conv.2", "features.2.conv.2"}
+    assert "features.7.conv.1.0" in removable  # stride-1 depthwise conv: same width in and out
+
+
+def test_a_depthwise_conv_shrinks_with_its_producer():
+    teacher, inputs = build("mobilenet_v2")
+    view = NetworkView.build(teacher, inputs)
+    index = next(i for i, group in enumerate(view.groups) if "features.4.conv.0.0" in group.layers)
+    ratios = [1.0] * len(view.groups)
+    ratios[index] = 0.5
+    child = shrink_layers(teacher, view, ratios, inputs).child
+
+    assert "features.4.conv.1.0" in view.groups[index].layers
+    depthwise = child.get_submodule("features.4.conv.1.0")
+    assert depthwise.in_channels == depthwise.out_channels == depthwise.groups == 24
+    assert child.get_submodule("features.4.conv.2").in_channels == 24
+
+
+def test_a_grouped_conv_keeps_the_width_of_its_channels():
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1, groups=4), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+    inputs = build("groupnorm")[1]
+    view = NetworkView.build(model, inputs)
+
+    assert not any({"0", "2"} & set(group.layers) for group in view.groups)
+    assert any("4" in group.layers for group in view.groups)
+    outcomes: collections.Counter = collections.Counter()
+    check(model, shrink_layers(model, view, [0.5] * len(view.groups), inputs), inputs, outcomes)
+    check(model, remove_layers(model, view, [info.name == "2" for info in view.layers], inputs), inputs, outcomes)
+    assert outcomes["accepted"] == 2, outcomes
+
+
+# ------------------------------------------------------------- GroupNorm
+
+
+def test_shrunk_groupnorm_widths_are_multiples_of_its_groups():
+    teacher, inputs = build("groupnorm")
+    view = NetworkView.build(teacher, inputs)
+    rewrite = shrink_layers(teacher, view, [0.3] * len(view.groups), inputs, min_width=1)
+
+    assert [group.multiple for group in view.groups] == [4, 4, 8, 8, 1]
+    norms = [module for module in rewrite.child.modules() if isinstance(module, nn.GroupNorm)]
+    assert [norm.num_channels for norm in norms] == [8, 8, 16, 16]  # 0.3 x 16 = 5 -> 8; 0.3 x 32 = 10 -> 16
+    assert rewrite.child.get_submodule("body.14").out_channels == 7
+    train_step(rewrite.child, inputs)
+
+
+def test_removing_a_conv_removes_its_groupnorm_and_activation():
+    teacher, inputs = build("groupnorm")
+    view = NetworkView.build(teacher, inputs)
+    rewrite = remove_layers(teacher, view, [info.name == "body.7" for info in view.layers], inputs)
+
+    called = {str(node.target) for node in rewrite.child.graph.nodes if node.op == "call_module"}
+    assert not {"body.7", "body.8", "body.9"} & called
+    assert rewrite.child.get_submodule("body.10").in_channels == 16
+    train_step(rewrite.child, inputs)
+
+
 # ------------------------------------------------------------- every model
 
 

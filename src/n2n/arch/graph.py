@@ -16,7 +16,12 @@ from torch.fx.passes.shape_prop import ShapeProp
 from n2n.errors import ModelError
 
 CONV_TYPES = (nn.modules.conv._ConvNd,)
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+# Norms whose per-channel parameters and statistics refit to any width (see resize.py).
+BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+# Every norm that goes with the conv before it when that conv is removed.
+NORM_TYPES = (*BATCHNORM_TYPES, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
+DROPOUT_MODULES = (nn.modules.dropout._DropoutNd,)
+DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
 MAXPOOL_MODULES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
 AVGPOOL_MODULES = (nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd)
 ACTIVATION_MODULES = (
@@ -31,7 +36,9 @@ AVGPOOL_FUNCTIONS = {
     F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
 }
-ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.elu, F.hardswish}
+ACTIVATION_FUNCTIONS = {
+    F.relu, torch.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.elu, F.hardswish, F.mish, F.hardtanh,
+}
 ACTIVATION_METHODS = {"relu", "relu_"}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 ADD_METHODS = {"add", "add_"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -18,7 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from n2n.arch.graph import CONV_TYPES, NORM_TYPES
+from n2n.arch.graph import BATCHNORM_TYPES, CONV_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class GroupPlan:
     layers: tuple[str, ...]    # conv/linear modules whose outputs are the group's channels
     channels: int
     ops: tuple[PruneOp, ...]
+    multiple: int = 1          # every width must be a multiple of it (GroupNorm's num_groups)
 
 
 def find_channel_groups(
@@ -73,6 +75,9 @@ def _plan_of(group, graph: tp.DependencyGraph, names: dict[nn.Module, str], orde
         name = names.get(target)
         if name is None:
             continue  # TP's stand-ins for sums, concatenations, reshapes: nothing to prune
+        if _split_into_groups(target):
+            logger.debug("Channel group through grouped convolution %s is left at full width.", name)
+            return None
         roots = tuple(item.root_idxs)
         if any(root is None for root in roots):
             logger.debug("Channel group through %s has no index mapping; left at full width.", name)
@@ -84,7 +89,21 @@ def _plan_of(group, graph: tp.DependencyGraph, names: dict[nn.Module, str], orde
     )
     if not producers:
         return None
-    return GroupPlan(layers=tuple(producers), channels=len(group[0].idxs), ops=tuple(ops))
+    channels, multiple = len(group[0].idxs), math.lcm(*_norm_groups(group))
+    return GroupPlan(layers=tuple(producers), channels=channels, ops=tuple(ops), multiple=multiple)
+
+
+def _split_into_groups(module: nn.Module) -> bool:
+    """A grouped conv other than depthwise: its channels cannot be dropped one by one
+    (Torch-Pruning shrinks a depthwise conv with its producer)."""
+    if not isinstance(module, CONV_TYPES) or module.groups == 1:
+        return False
+    return not module.groups == module.in_channels == module.out_channels
+
+
+def _norm_groups(group) -> list[int]:
+    """num_groups of every GroupNorm on the group's channels (1 when none)."""
+    return [1] + [item.dep.target.module.num_groups for item in group if isinstance(item.dep.target.module, nn.GroupNorm)]
 
 
 CRITERIA = ("contribution", "l1")
@@ -137,7 +156,7 @@ def _input_norms(module: nn.Module, op: PruneOp) -> Tensor | None:
 
 
 def _norm_scales(module: nn.Module, op: PruneOp) -> Tensor | None:
-    if not isinstance(module, NORM_TYPES) or module.weight is None:
+    if not isinstance(module, BATCHNORM_TYPES) or module.weight is None:
         return None
     return module.weight.abs()
 

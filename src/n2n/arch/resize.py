@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from n2n.arch.graph import CONV_TYPES, NORM_TYPES, inference_mode
+from n2n.arch.graph import BATCHNORM_TYPES, CONV_TYPES, inference_mode
 
 
 class UnfittableLayer(Exception):
@@ -51,7 +51,7 @@ def fitted_to_input(module: nn.Module, source: Tensor) -> nn.Module | None:
     if isinstance(module, nn.Linear) and source.dim() >= 1:
         width = source.shape[-1]
         return None if width == module.in_features else _with_input_width(module, width, "in_features")
-    if isinstance(module, NORM_TYPES) and source.dim() >= 2:
+    if isinstance(module, BATCHNORM_TYPES) and source.dim() >= 2:
         width = source.shape[1]
         return None if width == module.num_features else _norm_with_width(module, width)
     return None

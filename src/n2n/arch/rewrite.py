@@ -5,13 +5,16 @@ child that runs forward and backward on the example input, keeps the output
 shape and has strictly fewer parameters than its parent, or no child and the
 reason. A bad action never raises.
 
-* Removal edits the traced graph (torch.fx): a conv goes with the BatchNorm and
-  activation right after it, a max pool alone, a residual block becomes its
-  shortcut (identity, or its projection conv + BN; the activation after the sum
-  stays). The child is a ``torch.fx.GraphModule`` whose modules keep their
-  original names and whose in-place operations are made out-of-place. Layers reading a tensor of a new width are then resized.
-* Shrinkage prunes each channel group to its new width with Torch-Pruning's
-  prune functions, keeping the channels the next layer gets most from (see
+* Removal edits the traced graph (torch.fx): a conv goes with the norm
+  (BatchNorm, GroupNorm, InstanceNorm, LayerNorm) and activation right after
+  it, a max pool alone, a residual block becomes its shortcut (identity, or its
+  projection conv + BN; the activation after the sum stays). The child is a
+  ``torch.fx.GraphModule`` whose modules keep their original names and whose
+  in-place operations are made out-of-place. Layers reading a tensor of a new
+  width are then resized.
+* Shrinkage prunes each channel group to its new width (a multiple of the
+  num_groups of any GroupNorm on it) with Torch-Pruning's prune functions,
+  keeping the channels the next layer gets most from (see
   ``groups.channel_contribution``; ``criterion="l1"`` keeps the largest filter L1
   norms instead); the child keeps its parent's class.
 """
@@ -121,7 +124,7 @@ def shrink_layers(
     step = {"op": "shrink", "ratios": _plain_list(ratios, float), "min_width": min_width}
     try:
         _check_actions(model, view, ratios, len(view.groups), "shrink ratio")
-        widths = [target_width(group.channels, ratio, min_width) for group, ratio in zip(view.groups, ratios)]
+        widths = [target_width(group.channels, ratio, min_width, group.multiple) for group, ratio in zip(view.groups, ratios)]
         if all(width == group.channels for width, group in zip(widths, view.groups)):
             raise _Rejected("shrinks no layer, so the child is not smaller than its parent")
         child = copy.deepcopy(model)
@@ -196,7 +199,9 @@ def _check_actions(model: nn.Module, view: NetworkView, actions: Sequence, expec
         raise _Rejected(f"expected {expected} {what} entries (one per {'layer' if what == 'removal' else 'group'}), got {len(actions)}")
 
 
-def target_width(channels: int, ratio: Any, min_width: int) -> int:
+def target_width(channels: int, ratio: Any, min_width: int, multiple: int = 1) -> int:
+    """``max(min_width, round(ratio * channels))``, never wider, rounded up to a multiple of
+    ``multiple`` (a GroupNorm's num_groups must divide the width it normalises)."""
     try:
         ratio = float(ratio)
     except (TypeError, ValueError, RuntimeError):
@@ -205,7 +210,8 @@ def target_width(channels: int, ratio: Any, min_width: int) -> int:
         raise _Rejected(f"shrink ratio must be a number in (0, 1], got {ratio!r}")
     if channels <= min_width:
         return channels
-    return min(channels, max(min_width, round(ratio * channels)))
+    width = min(channels, max(min_width, round(ratio * channels)))
+    return min(channels, math.ceil(width / multiple) * multiple)
 
 
 def _accept(

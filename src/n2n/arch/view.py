@@ -11,6 +11,7 @@ per channel group.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -33,7 +34,10 @@ from n2n.arch.graph import (
     trace,
 )
 from n2n.arch.groups import GroupPlan, find_channel_groups
+from n2n.arch.widths import width_blocker
 from n2n.errors import ModelError
+
+logger = logging.getLogger(__name__)
 
 # "shortcut": a conv/linear on a residual block's shortcut path.
 KINDS = ("conv", "shortcut", "linear", "maxpool", "avgpool", "block")
@@ -71,6 +75,7 @@ class ShrinkGroup:
 
     layers: tuple[str, ...]
     channels: int
+    multiple: int = 1  # kept widths are multiples of it (a GroupNorm's num_groups)
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class NetworkView:
         group_plans = find_channel_groups(model, example_input, fixed_modules, order)
         return cls(
             layers=layers,
-            groups=[ShrinkGroup(plan.layers, plan.channels) for plan in group_plans],
+            groups=[ShrinkGroup(plan.layers, plan.channels, plan.multiple) for plan in group_plans],
             plans=plans,
             group_plans=group_plans,
             graph=copy.deepcopy(module.graph),  # no reference to the model's modules
@@ -321,11 +326,17 @@ def _removal_plan(entry: _Entry, modules: dict[str, nn.Module]) -> RemovalPlan |
     module = module_of(node, modules)
     if entry.kind != "conv" or module.transposed or any(step != 1 for step in module.stride):
         return None  # strided convs set the resolution of everything after them
-    return RemovalPlan(_conv_unit_end(node, modules).name, node.name, 0)
+    end = _conv_unit_end(node, modules)
+    blocker = width_blocker(end, modules) if module.in_channels != module.out_channels else None
+    if blocker is not None:
+        logger.debug("%s stays: %s cannot read its input's %d channels instead of its %d.",
+                     node.target, _node_label(blocker), module.in_channels, module.out_channels)
+        return None
+    return RemovalPlan(end.name, node.name, 0)
 
 
 def _conv_unit_end(conv: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
-    """Last node of conv -> [BatchNorm] -> [activation] when each reads only the one before."""
+    """Last node of conv -> [norm] -> [activation] when each reads only the one before."""
     end = conv
     for belongs in (is_norm, is_activation):
         reader = single_user(end)
