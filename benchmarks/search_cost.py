@@ -48,7 +48,7 @@ from torch import nn
 
 from n2n.arch import NetworkView, Rewrite, arch_signature
 from n2n.checkpoint import check_fits, load_checkpoint
-from n2n.config import EXECUTORS, STAGES, SearchConfig, from_dict, load_yaml, to_dict
+from n2n.config import STAGES, SearchConfig, from_dict, load_yaml, to_dict
 from n2n.data import load_dataset
 from n2n.data.loader import black_pixel
 from n2n.distill.data import DistillData
@@ -59,7 +59,7 @@ from n2n.files import atomic_write_text
 from n2n.report.summary import is_valid, load_run
 from n2n.run import git_revision
 from n2n.runtime import resolve_device, seed_everything
-from n2n.search.executors import Job, make_executor
+from n2n.search.executors import EXECUTORS, Job, make_executor
 from n2n.search.stages import make_stage
 from n2n.search.state import candidate_key
 from n2n.teacher import evaluation_tensors

@@ -164,7 +164,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import REWARD_CHOICES
+    # the value sets of the choice options, from the modules that own them (these import torch)
+    from .config import CHOICES, STAGES
+    from .export import FORMATS
 
     # --quiet/--verbose are accepted before or after the subcommand
     common = Parser(add_help=False)
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript and check it against PyTorch")
     export.add_argument("checkpoint", help="checkpoint file (teacher or student)")
-    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--format", required=True, choices=FORMATS)
     export.add_argument("--out", help="file to write (default: next to the checkpoint, .onnx or .torchscript.pt)")
     export.add_argument("--batch", type=int, default=8, help="random images the export is checked on (default 8)")
     export.add_argument("--seed", type=int, default=0, help="seed of those images")
@@ -215,31 +217,31 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--teacher", help="teacher checkpoint (from `n2n train-teacher`)")
     comp.add_argument("--dataset", help="data set (default: the teacher's)")
     comp.add_argument("--out", help="run folder to create")
-    comp.add_argument("--method",
+    comp.add_argument("--method", choices=CHOICES["method"],
                       help="n2n (default), or a baseline at the same scoring: random search over the same "
                            "actions, uniform width scaling, L1 filter pruning to --max-params, plain kd")
     comp.add_argument("--student-model", help="--method kd: zoo model to distil into (default: the teacher's)")
     comp.add_argument("--student-width", type=float, help="--method kd: its width multiplier (default 0.4)")
-    comp.add_argument("--stages", help="comma-separated: removal,shrinkage (default both)")
+    comp.add_argument("--stages", help=f"comma-separated, from {','.join(STAGES)} (default: all)")
     comp.add_argument("--epochs-per-stage", type=int, help="policy epochs per stage")
     comp.add_argument("--rollouts", type=int, help="children sampled per policy epoch (default 5)")
-    comp.add_argument("--algorithm", choices=["reinforce", "actor-critic"])
+    comp.add_argument("--algorithm", choices=CHOICES["algorithm"])
     comp.add_argument("--compression", type=float,
                       help="budget: a student this many times smaller than the teacher (e.g. 10)")
     comp.add_argument("--max-params", type=int, help="budget: at most this many parameters")
     comp.add_argument("--max-flops", type=int, help="budget: at most this many multiply-accumulates")
-    comp.add_argument("--reward", choices=REWARD_CHOICES,
+    comp.add_argument("--reward", choices=CHOICES["reward"],
                       help="accuracy: every child fitted to the budget, rewarded by accuracy (auto's choice with "
                            "a budget); paper: N2N's C(2-C)*accuracy, budgets as soft-then-hard constraints "
                            "(auto's choice without one)")
     comp.add_argument("--min-accuracy", type=float, help="constraint: validation accuracy at least this (0-1)")
-    comp.add_argument("--init", choices=["inherit", "scratch"], help="children keep teacher weights or start fresh")
-    comp.add_argument("--keep-channels", choices=["contribution", "l1"],
+    comp.add_argument("--init", choices=CHOICES["init"], help="children keep teacher weights or start fresh")
+    comp.add_argument("--keep-channels", choices=CHOICES["keep_channels"],
                       help="channels a shrunk layer keeps: what the next layer gets most from (default), "
                            "or the largest filter L1 norms")
     comp.add_argument("--policy-from", help="run folder or policy file to start the policies from (transfer)")
     comp.add_argument("--seed", type=int)
-    comp.add_argument("--executor", choices=["auto", "inline", "process", "ray"],
+    comp.add_argument("--executor", choices=CHOICES["executor"],
                       help="where children train: auto (default: process with one worker per GPU on several "
                            "GPUs or with --workers above 1, else inline), inline (one after another in this "
                            "process), process (local worker processes), ray (a Ray cluster, or a local Ray "

@@ -9,18 +9,27 @@ from typing import Any
 import yaml
 
 from .arch.groups import CRITERIA
+from .arch.rewrite import DEFAULT_MIN_WIDTH, INIT_MODES
+from .distill.losses import LOSSES
 from .distill.trainer import DistillConfig
 from .errors import ConfigError
+from .policies.shrink import DEFAULT_RATIOS
+from .search.executors import EXECUTOR_CHOICES
+from .search.reinforce import ALGORITHMS
+from .search.reward import DEFAULT_HORIZON, REWARDS
 
 STAGES = ("removal", "shrinkage")
-EXECUTORS = ("inline", "process", "ray")  # where children train: see n2n.search.executors
-EXECUTOR_CHOICES = ("auto", *EXECUTORS)  # auto: n2n.search.executors.choose_executor
 # n2n: the two-stage policy search; random: the same search without policy updates;
 # uniform, prune, kd: the baselines of n2n.baselines
 METHODS = ("n2n", "random", "uniform", "prune", "kd")
 # auto: "accuracy" when a budget (max_params, max_flops or compression) is given, else "paper"
-REWARD_CHOICES = ("auto", "paper", "accuracy")
-DEFAULT_RATIOS = (0.25, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+REWARD_CHOICES = ("auto", *REWARDS)
+# Every SearchConfig field with a fixed set of values, and that set: validation and the
+# command line's choices both read it, so a value added in its owning module shows up in both.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": METHODS, "algorithm": ALGORITHMS, "init": INIT_MODES, "keep_channels": CRITERIA,
+    "reward": REWARD_CHOICES, "executor": EXECUTOR_CHOICES,
+}
 
 
 @dataclass
@@ -53,7 +62,7 @@ class SearchConfig:
     removal_policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(hidden_size=30, lr=0.003))
     shrink_policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(hidden_size=50, lr=0.1))
     ratios: tuple[float, ...] = DEFAULT_RATIOS
-    min_width: int = 10
+    min_width: int = DEFAULT_MIN_WIDTH
     max_params: int | None = None
     max_flops: int | None = None
     compression: float | None = None  # at most teacher params / compression
@@ -61,7 +70,7 @@ class SearchConfig:
     # accuracy: every child is brought inside the budget and rewarded by its accuracy relative
     # to the teacher's; paper: C(2-C) * accuracy ratio, limits as soft-then-hard constraints
     reward: str = "auto"
-    annealing_horizon: int = 15
+    annealing_horizon: int = DEFAULT_HORIZON
     # lr 5e-3: from inherited weights one epoch at 1e-3 left removal children 15-30 points
     # below where 5e-3 brings them (measured on conv4 / Fashion-MNIST)
     proxy: DistillConfig = field(default_factory=lambda: DistillConfig(lr=5e-3))
@@ -78,16 +87,7 @@ class SearchConfig:
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages:
             raise ConfigError(f"unknown stage(s) {unknown or self.stages}: choose from {', '.join(STAGES)}")
-        checks = {
-            "method": (self.method, METHODS),
-            "algorithm": (self.algorithm, ("reinforce", "actor-critic")),
-            "init": (self.init, ("inherit", "scratch")),
-            "keep_channels": (self.keep_channels, CRITERIA),
-            "reward": (self.reward, REWARD_CHOICES),
-        }
-        for name, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+        self.check_choices()
         for name in ("epochs_per_stage", "rollouts", "min_width"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
@@ -123,6 +123,14 @@ class SearchConfig:
             raise ConfigError(f"student-width is a width multiplier in (0, 1], got {self.student_width}")
         return self
 
+    def check_choices(self) -> None:
+        """Every option with a fixed set of values holds one of them. Named as a config file
+        spells it: a flag's bad value never gets here, argparse's choices refuse it first."""
+        for name, allowed in CHOICES.items():
+            check_choice(name, getattr(self, name), allowed)
+        for name in ("proxy", "final"):
+            check_choice(f"{name}.loss", getattr(self, name).loss, LOSSES)
+
     @property
     def has_budget(self) -> bool:
         return any(limit is not None for limit in (self.max_params, self.max_flops, self.compression))
@@ -148,14 +156,17 @@ class SearchConfig:
         return self.annealing_horizon if own is None else own
 
     def check_executor(self) -> None:
-        if self.executor not in EXECUTOR_CHOICES:
-            raise ConfigError(f"--executor must be one of {', '.join(EXECUTOR_CHOICES)}, got {self.executor!r}")
         if not is_whole_number(self.workers, 1):
             raise ConfigError(f"--workers must be a whole number of at least 1, got {self.workers!r}")
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise ConfigError(f"--ray-address must be an address (host:port or ray://host:port), got {self.ray_address!r}")
         if self.executor == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("--executor ray needs Ray: pip install 'n2n[ray]'")
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def is_whole_number(value: Any, least: int) -> bool:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Format name -> suffix of the default output file (next to the checkpoint, same stem).
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = tuple(SUFFIXES)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # torch.jit is deprecated in recent torch; its warnings say nothing a user of this export can act on.
 _JIT_DEPRECATION = r"`torch\.jit\."
@@ -72,7 +73,7 @@ def export_checkpoint(
 def check_format(fmt: str) -> str:
     name = fmt.strip().lower() if isinstance(fmt, str) else fmt
     if name not in SUFFIXES:
-        raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(SUFFIXES)}")
+        raise ConfigError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     return name
 
 

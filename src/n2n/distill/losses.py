@@ -15,6 +15,8 @@ from ..errors import ConfigError
 # loss(student_logits, teacher_logits, labels) -> scalar
 DistillLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
+LOSSES = ("l2", "kd")  # the names make_distill_loss knows
+
 
 def l2_logit_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared difference of logits (per logit, averaged over the batch)."""
@@ -37,4 +39,4 @@ def make_distill_loss(name: str, *, temperature: float = 4.0, alpha: float = 0.9
         return l2_logit_loss
     if name == "kd":
         return lambda s, t, y: hinton_kd_loss(s, t, y, temperature=temperature, alpha=alpha)
-    raise ConfigError(f"unknown distillation loss {name!r}: use 'l2' or 'kd'")
+    raise ConfigError(f"unknown distillation loss {name!r}: use one of {', '.join(LOSSES)}")

@@ -13,6 +13,9 @@ from ...distill.trainer import distill
 from .inline import InlineExecutor
 from .jobs import KILL_HOOK, Job, JobResult
 
+EXECUTORS = ("inline", "process", "ray")
+EXECUTOR_CHOICES = ("auto", *EXECUTORS)  # auto: choose_executor picks one for the device
+
 
 class Executor(Protocol):
     name: str
