@@ -49,8 +49,7 @@ from torch import nn
 from n2n.arch import NetworkView, Rewrite, arch_signature
 from n2n.checkpoint import check_fits, load_checkpoint
 from n2n.config import STAGES, SearchConfig, from_dict, load_yaml, to_dict
-from n2n.data import load_dataset
-from n2n.data.loader import black_pixel
+from n2n.data import as_tensors, augmentation_options, load_dataset
 from n2n.distill.data import DistillData
 from n2n.distill.losses import l2_logit_loss, make_distill_loss
 from n2n.distill.trainer import DistillConfig, distill
@@ -62,7 +61,6 @@ from n2n.runtime import resolve_device, seed_everything
 from n2n.search.executors import EXECUTORS, Job, make_executor
 from n2n.search.stages import make_stage
 from n2n.search.state import candidate_key
-from n2n.teacher import evaluation_tensors
 from n2n.training import NonFiniteLossError, accuracy, train_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,14 +173,13 @@ def make_setup(args: argparse.Namespace, teacher_path: str, dataset: str | None)
     name = dataset or teacher.meta["dataset"]
     splits = load_dataset(name, args.data_dir, seed=args.seed, limit=args.limit)
     check_fits(teacher.meta, splits.info, teacher_path)
-    train_x, train_y = evaluation_tensors(splits, "train", device)
-    val_x, val_y = evaluation_tensors(splits, "val", device)
-    test = evaluation_tensors(splits, "test", device)
+    train_x, train_y = as_tensors(splits, "train", device)
+    val_x, val_y = as_tensors(splits, "val", device)
+    test = as_tensors(splits, "test", device)
     if args.train_limit is not None:
         train_x, train_y = train_x[: args.train_limit], train_y[: args.train_limit]
     # the final distillation augments as `n2n compress` does; the proxy and the reference do not
-    data = DistillData(train_x, train_y, val_x, val_y, crop_padding=splits.info.crop_padding,
-                       hflip=splits.info.hflip, crop_fill=black_pixel(splits.info))
+    data = DistillData(train_x, train_y, val_x, val_y, **augmentation_options(splits))
     return Setup(teacher.model.to(device).eval(), data, test, train_x[:1], config, device, name)
 
 

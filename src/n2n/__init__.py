@@ -6,19 +6,20 @@ The public API, by name:
     load_checkpoint(path), save_checkpoint(path, model, arch=..., meta=...)
     create_model(name, **kwargs), list_models()
     load_dataset(name, data_dir=None, ...), list_datasets()
+    as_tensors(data, split), augmentation_options(data): a loaded data set as compress takes it
 """
 __version__ = "0.1.0"
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from .compress import CompressionResult, compress  # noqa: E402
 from .config import SearchConfig  # noqa: E402
-from .data import list_datasets, load_dataset  # noqa: E402
+from .data import as_tensors, augmentation_options, list_datasets, load_dataset  # noqa: E402
 from .errors import CheckpointError, ConfigError, DataError, ModelError, N2NError  # noqa: E402
 from .models import create_model, list_models  # noqa: E402
 from .teacher import evaluate_checkpoint, train_teacher  # noqa: E402
 
 __all__ = [
     "Checkpoint", "CheckpointError", "CompressionResult", "ConfigError", "DataError", "ModelError", "N2NError",
-    "SearchConfig", "compress", "create_model", "evaluate_checkpoint", "list_datasets", "list_models",
+    "SearchConfig", "as_tensors", "augmentation_options", "compress", "create_model", "evaluate_checkpoint", "list_datasets", "list_models",
     "load_checkpoint", "load_dataset", "save_checkpoint", "train_teacher",
 ]

@@ -21,11 +21,10 @@ from torch import nn
 
 from .arch import count_flops
 from .checkpoint import Checkpoint, check_fits, example_input_for, load_checkpoint
-from .data import DataSplits, load_dataset
+from .data import DataSplits, as_tensors, load_dataset
 from .errors import ConfigError
 from .runtime import resolve_device
 from .models import count_parameters
-from .teacher import evaluation_tensors
 from .training import accuracy
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def evaluate_loaded(path: str | Path, ckpt: Checkpoint, data: DataSplits, device
     model = ckpt.model.to(device)
     return {
         "checkpoint": str(path), "dataset": data.info.name, "params": count_parameters(model),
-        "test_accuracy": accuracy(model, *evaluation_tensors(data, "test", device)),
+        "test_accuracy": accuracy(model, *as_tensors(data, "test", device)),
     }
 
 

@@ -18,7 +18,7 @@ from .config import SearchConfig, from_dict, to_dict
 from .distill.data import DistillData
 from .distill.trainer import distill
 from .errors import ConfigError, N2NError
-from .runtime import resolve_device, seed_everything
+from .runtime import kept_random_state, resolve_device, seed_everything
 from .search.loop import Search, StageResult
 from .search.state import ResumePoint, SearchStore
 from .training import accuracy
@@ -51,14 +51,15 @@ class CompressionResult:
         return self.final_stage.arch if self.final_stage else None
 
 
-def as_tensors(data: DataLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+def tensor_pair(data: DataLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, labels) from a tensor pair or a map-style Dataset of (input, label) items."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
         inputs, labels = data
     elif isinstance(data, Dataset) and hasattr(data, "__len__"):
         inputs, labels = stack_items(data, what)
     else:
-        raise ConfigError(f"{what} must be a map-style torch Dataset or an (inputs, labels) pair of tensors")
+        raise ConfigError(f"{what} must be a map-style torch Dataset or an (inputs, labels) pair of tensors "
+                          "(from n2n.load_dataset: n2n.as_tensors(data, split))")
     if len(inputs) != len(labels) or len(labels) == 0:
         raise ConfigError(f"{what}: {len(inputs)} inputs but {len(labels)} labels")
     return inputs.float(), labels.long()
@@ -107,22 +108,38 @@ def compress(
     `hflip` and `crop_fill` (what the crop pads with, in the inputs' normalised units: a black
     pixel is -mean/std) describe the data's augmentation, used where a DistillConfig sets `augment`.
     A `store` receives snapshots to resume from; `resume` continues a killed run.
+    The caller's `teacher` keeps its device and train/eval mode, and the global random
+    generators (Python, NumPy, torch) are as they were before the call.
     """
     config = from_dict(SearchConfig, options, "options", base=config or SearchConfig()).validate()
-    seed_everything(config.seed)
-    dev = resolve_device(device)
-    teacher = teacher.to(dev).eval()
-    train_x, train_y = as_tensors(train_data, "train_data")
-    val_x, val_y = as_tensors(val_data, "val_data")
-    example_input = train_x[:1].to(dev)
-    check_teacher_runs(teacher, example_input)
-    data = DistillData(train_x, train_y, val_x, val_y, crop_padding=crop_padding, hflip=hflip,
-                        crop_fill=crop_fill)
-    data = data.to(dev).attach_teacher(teacher)
+    with kept_random_state():
+        seed_everything(config.seed)
+        dev = resolve_device(device)
+        teacher = copy.deepcopy(teacher).to(dev).eval()  # the search's own copy, moved and switched freely
+        data, example_input = prepare_data(teacher, train_data, val_data, dev, crop_padding=crop_padding,
+                                           hflip=hflip, crop_fill=crop_fill)
+        test = tensor_pair(test_data, "test_data") if test_data is not None else None
+        return search_student(teacher, data, example_input, config, test, dev, on_record=on_record,
+                              progress=progress, store=store, resume=resume)
 
+
+def prepare_data(teacher: nn.Module, train_data: DataLike, val_data: DataLike, device: torch.device,
+                 **augmentation: Any) -> tuple[DistillData, torch.Tensor]:
+    """The data on `device` with the teacher's logits attached, and one example input."""
+    train_x, train_y = tensor_pair(train_data, "train_data")
+    val_x, val_y = tensor_pair(val_data, "val_data")
+    example_input = train_x[:1].to(device)
+    check_teacher_runs(teacher, example_input)
+    data = DistillData(train_x, train_y, val_x, val_y, **augmentation)
+    return data.to(device).attach_teacher(teacher), example_input
+
+
+def search_student(teacher: nn.Module, data: DistillData, example_input: torch.Tensor, config: SearchConfig,
+                   test: tuple[torch.Tensor, torch.Tensor] | None, dev: torch.device, progress: bool,
+                   **search_options: Any) -> CompressionResult:
+    """The search (or baseline), then the final distillation of its best child."""
     started = time.perf_counter()
-    search = Search(teacher, data, example_input, config, on_record=on_record, progress=progress,
-                    store=store, resume=resume)
+    search = Search(teacher, data, example_input, config, progress=progress, **search_options)
     stages = run_baseline(config.method, search) if config.method in BASELINES else search.run()
     final_stage = next((s for s in reversed(stages) if s.best_child is not None), None)
     if final_stage is None:
@@ -131,8 +148,7 @@ def compress(
     log.info("final distillation of the best child (%d parameters)", count_params(student))
     distill(student, data, config.final, seed=config.seed, teacher=teacher,
             progress="final distillation" if progress else None)
-    summary = build_summary(teacher, student, data, example_input, search, stages, config,
-                            as_tensors(test_data, "test_data") if test_data is not None else None, dev)
+    summary = build_summary(teacher, student, data, example_input, search, stages, config, test, dev)
     summary["search_seconds"] = time.perf_counter() - started
     return CompressionResult(student.eval(), search.history, summary, stages)
 

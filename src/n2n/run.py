@@ -15,8 +15,7 @@ from . import __version__
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .compress import CompressionResult, compress
 from .config import SearchConfig, dump_yaml, from_dict, load_yaml, to_dict
-from .data import DataSplits, load_dataset
-from .data.loader import black_pixel
+from .data import DataSplits, as_tensors, augmentation_options, load_dataset
 from .errors import N2NError
 from .policies import save_policy
 from .report.run_folder import DAMAGED_METRICS, POLICY_FILES, RunFolder
@@ -25,7 +24,7 @@ from .report.tensorboard import TensorBoardLogger, summary_writer_class
 from .runtime import resolve_device
 from .search.loop import POLICY_KIND, record_of
 from .search.state import ResumePoint, record_identity, split_at_snapshot
-from .teacher import dataset_meta, evaluation_tensors
+from .teacher import dataset_meta
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +168,6 @@ def usable_record(line: bytes) -> dict[str, Any] | None:
 
 def execute(folder: RunFolder, teacher: Checkpoint, data: DataSplits, config: SearchConfig, device: str | None,
             progress: bool, resume: ResumePoint | None, tensorboard: bool = False) -> CompressionResult:
-    cpu = torch.device("cpu")
     board = TensorBoardLogger(folder.root / "tensorboard") if tensorboard else None
     written = resume.written if resume is not None else set()
 
@@ -183,10 +181,9 @@ def execute(folder: RunFolder, teacher: Checkpoint, data: DataSplits, config: Se
 
     try:
         result = compress(
-            teacher.model, evaluation_tensors(data, "train", cpu), evaluation_tensors(data, "val", cpu),
-            test_data=evaluation_tensors(data, "test", cpu), config=config, device=device, progress=progress,
-            on_record=on_record, crop_padding=data.info.crop_padding, hflip=data.info.hflip,
-            crop_fill=black_pixel(data.info), store=folder,
+            teacher.model, as_tensors(data, "train"), as_tensors(data, "val"),
+            test_data=as_tensors(data, "test"), config=config, device=device, progress=progress,
+            on_record=on_record, **augmentation_options(data), store=folder,
             resume=resume,
         )
     finally:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -14,6 +16,25 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+@contextmanager
+def kept_random_state() -> Iterator[None]:
+    """Whatever is seeded or drawn inside, Python's, NumPy's and torch's global generators
+    leave as they entered: a library call must not reseed its caller's process.
+
+    CUDA generators are kept where CUDA was in use on entry; a process that first uses CUDA
+    inside has no earlier CUDA state to go back to."""
+    python, numpy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def resolve_device(name: str | None = None) -> torch.device:

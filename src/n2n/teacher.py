@@ -11,7 +11,8 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DataSplits, TensorLoader, load_dataset, normalise
+from .compare import evaluate_loaded
+from .data import DataSplits, TensorLoader, as_tensors, load_dataset
 from .models import count_parameters, create_model, get_model_builder
 from .runtime import resolve_device, seed_everything
 from .training import SGDRecipe, accuracy, cross_entropy_loss, make_sgd, train_epochs
@@ -42,12 +43,6 @@ class TeacherResult:
 def recipe_for(dataset: str, **overrides: Any) -> SGDRecipe:
     recipe = DEFAULT_RECIPES.get(dataset, SGDRecipe())
     return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def evaluation_tensors(data: DataSplits, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised images and labels of one split, on `device`, ready for `accuracy`."""
-    part = getattr(data, split)
-    return normalise(part.images.to(device), data.info), part.labels.to(device)
 
 
 def train_teacher(
@@ -83,8 +78,8 @@ def train_teacher(
         net, loader, epochs=recipe.epochs, loss_fn=cross_entropy_loss, optimizer=optimizer, scheduler=scheduler,
         progress=f"teacher {model}" if progress else None,
     )
-    val_acc = accuracy(net, *evaluation_tensors(data, "val", dev))
-    test_acc = accuracy(net, *evaluation_tensors(data, "test", dev))
+    val_acc = accuracy(net, *as_tensors(data, "val", dev))
+    test_acc = accuracy(net, *as_tensors(data, "test", dev))
     result = TeacherResult(net.cpu().eval(), count_parameters(net), val_acc, test_acc, Path(out) if out else None)
     if out:
         meta = dataset_meta(data) | {
@@ -109,8 +104,6 @@ def evaluate_checkpoint(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Test accuracy and size of a checkpoint; `dataset` defaults to the one it was trained on."""
-    from .compare import evaluate_loaded  # compare imports this module
-
     ckpt = load_checkpoint(path)
     data = load_dataset(dataset or ckpt.meta.get("dataset"), data_dir, limit=limit)
     return evaluate_loaded(path, ckpt, data, resolve_device(device))

@@ -8,6 +8,7 @@
 from n2n.data.loader import TensorLoader, normalise
 from n2n.data.registry import get_dataset_info, list_datasets, load_dataset, register_dataset
 from n2n.data.structures import DatasetInfo, DataSplits, Split
+from n2n.data.tensors import as_tensors, augmentation_options
 
 __all__ = [
     "DatasetInfo",
@@ -19,4 +20,6 @@ __all__ = [
     "register_dataset",
     "TensorLoader",
     "normalise",
+    "as_tensors",
+    "augmentation_options",
 ]
