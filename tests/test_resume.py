@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -64,17 +65,28 @@ def candidate_lines(run: Path) -> list[dict]:
     return [r for r in records if r["kind"] == "candidate"]
 
 
+def start_cli(args: list[str], **streams) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cli_command(args), env=env, **({"stdout": subprocess.DEVNULL,
+                                                            "stderr": subprocess.DEVNULL} | streams))
+
+
+def wait_until(process: subprocess.Popen, condition: Callable[[], bool]) -> None:
+    """Poll `condition` while `process` runs; fails if it ends first."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not condition():
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before the moment the test waits for"
+
+
+def has_candidates(out: Path, candidates: int) -> Callable[[], bool]:
+    return lambda: (out / "metrics.jsonl").is_file() and len(candidate_lines(out)) >= candidates
+
+
 def kill_after(paths: dict[str, Path], out: Path, candidates: int) -> list[dict]:
     """Start a run and SIGKILL it once `candidates` candidate lines are written; returns those lines."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(cli_command(compress_args(paths, out)), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if (out / "metrics.jsonl").is_file() and len(candidate_lines(out)) >= candidates:
-            break
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be killed"
+    process = start_cli(compress_args(paths, out))
+    wait_until(process, has_candidates(out, candidates))
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (out / "summary.json").exists()
@@ -175,3 +187,119 @@ def test_resume_refuses_options_that_would_change_the_search(setting, capsys):
     assert "--epochs-per-stage, --teacher cannot change" in err and "only --executor" in err
     assert len(err.strip().splitlines()) == 1
     assert finished.read_bytes() == before
+
+
+# ---- faults around a resume: a second owner, a kill at its start, a damaged line -------------
+# The CLI in a subprocess that writes the name of every child it trains to the file argv[1].
+WATCHED_CLI = """
+import sys
+import n2n.search.executors.inline as inline
+from n2n.cli import main
+
+train = inline.run_job
+def watched(job, *args, **kwargs):
+    with open(sys.argv[1], "a") as names:
+        names.write(job.name + "\\n")
+    return train(job, *args, **kwargs)
+inline.run_job = watched
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def resume_watched(out: Path, names: Path) -> set[str]:
+    """Resume `out` to its end; the names of the children it trained."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", WATCHED_CLI, str(names), "compress", "--resume", str(out)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    return set(names.read_text().split()) if names.is_file() else set()
+
+
+def names_of(lines: list[dict]) -> set[str]:
+    return {f"{line['stage']}-e{line['epoch']}-r{line['rollout']}" for line in lines}
+
+
+def metric_records(run: Path) -> list[dict]:
+    """Every record of a run's metrics, less the time it took (no two runs take the same)."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    """The same result as the reference run, and the same metrics: every record in it once."""
+    assert metric_records(run) == metric_records(reference)
+    assert_same_result(run, reference)
+
+
+def assert_refused_by(args: list[str], holder: int) -> None:
+    refused = run_cli(args)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("n2n: error: ") and f"process {holder} " in lines[0], lines
+
+
+def refused_while_stopped(process: subprocess.Popen, attempts: list[list[str]]) -> None:
+    """Each of `attempts` refused while `process` owns the run; stopped meanwhile, so it cannot
+    finish first; then let it go on to its end."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        for args in attempts:
+            assert_refused_by(args, process.pid)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert process.wait(timeout=600) == 0
+
+
+@pytest.mark.slow
+def test_a_run_that_is_still_going_is_neither_resumed_nor_overwritten(setting, tmp_path):
+    out = tmp_path / "run"
+    live = start_cli(compress_args(setting, out))
+    wait_until(live, has_candidates(out, 2))
+    refused_while_stopped(live, [["compress", "--quiet", "--resume", str(out)],
+                                 compress_args(setting, out) + ["--force"]])
+    assert_same_run(out, setting["reference"])
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_the_second_is_refused(setting, tmp_path):
+    out = tmp_path / "run"
+    kill_after(setting, out, 5)
+    first = start_cli(["compress", "--quiet", "--resume", str(out)])
+    wait_until(first, lambda: (out / "run.lock").read_text().strip() == str(first.pid))
+    refused_while_stopped(first, [["compress", "--quiet", "--resume", str(out)]])
+    assert_same_run(out, setting["reference"])
+
+
+@pytest.mark.slow
+def test_a_resume_killed_at_its_start_loses_no_scored_child(setting, tmp_path):
+    out = tmp_path / "run"
+    before_kill = kill_after(setting, out, 5)
+    resume = start_cli(["compress", "--resume", str(out)], stderr=subprocess.PIPE, text=True)
+    # killed once it has read what the run left and is about to replay it
+    while "children train on" not in resume.stderr.readline():
+        assert resume.poll() is None, "the resume ended before it could be killed"
+    resume.send_signal(signal.SIGKILL)
+    resume.wait()
+    assert all(line in candidate_lines(out) for line in before_kill)
+    retrained = resume_watched(out, tmp_path / "trained.txt")
+    assert not retrained & names_of(trained(before_kill))
+    assert_same_run(out, setting["reference"])
+
+
+@pytest.mark.slow
+def test_a_damaged_line_before_the_snapshot_makes_no_child_train_twice(setting, tmp_path):
+    out = tmp_path / "run"
+    before_kill = kill_after(setting, out, 5)
+    metrics = out / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    assert json.loads(lines[1])["kind"] == "candidate" and json.loads(lines[1])["epoch"] == 0
+    damaged = lines[1][:40] + "\x00garbage"
+    metrics.write_text("\n".join([lines[0], damaged, *lines[2:]]) + "\n")
+    retrained = resume_watched(out, tmp_path / "trained.txt")
+    assert not retrained & names_of(trained(before_kill))
+    assert (out / "metrics.damaged.jsonl").read_text() == damaged + "\n"
+    reference = metric_records(setting["reference"])
+    assert metric_records(out) == reference[:1] + reference[2:]  # the damaged record alone is missing
+    student = torch.load(out / "student.pt", weights_only=True)["state_dict"]
+    expected = torch.load(setting["reference"] / "student.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(student[k], expected[k]) for k in expected)
