@@ -244,3 +244,59 @@ class GroupNormNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x))
+
+
+class SqueezeExcitation(nn.Module):
+    """The usual SE gate: the shape read with ``x.size()``, two linear layers, a sigmoid scale."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(
+            nn.Linear(channels, channels // reduction, bias=False), nn.ReLU(inplace=True),
+            nn.Linear(channels // reduction, channels, bias=False), nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, _, _ = x.size()
+        y = self.avg_pool(x).view(b, c)
+        y = self.fc(y).view(b, c, 1, 1)
+        return x * y.expand_as(x)
+
+
+class SEBasicBlock(BasicBlock):
+    """A torchvision BasicBlock with an SE gate before the sum."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__(inplanes, planes, stride, downsample)
+        self.se = SqueezeExcitation(planes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.se(self.bn2(self.conv2(out)))
+        out += identity
+        return self.relu(out)
+
+
+class SEResNet(nn.Module):
+    """Stem, three stages of two SE blocks, a head with ``F.dropout(..., training=self.training)``."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        blocks, inplanes = [], width
+        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
+            downsample = None
+            if stride != 1 or inplanes != planes:
+                downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+            blocks += [SEBasicBlock(inplanes, planes, stride, downsample), SEBasicBlock(planes, planes)]
+            inplanes = planes
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(inplanes, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(self.stem(x))
+        x = F.adaptive_avg_pool2d(x, 1).view(x.size(0), -1)
+        x = F.dropout(x, p=0.3, training=self.training)
+        return self.fc(x)

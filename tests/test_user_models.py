@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from custom_models import GroupNormNet, SmallMobileNetV2, TorchvisionResNet18
-from n2n.arch import NetworkView, remove_layers, shrink_layers
+from custom_models import GroupNormNet, SEResNet, SmallMobileNetV2, TorchvisionResNet18
+from n2n.arch import NetworkView, rebuild, remove_layers, shrink_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,6 +23,7 @@ BUILDERS = {
     "torchvision_resnet18": lambda: TorchvisionResNet18(width=8),
     "mobilenet_v2": SmallMobileNetV2,
     "groupnorm": GroupNormNet,
+    "se_resnet": SEResNet,
 }
 RATIOS = (0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
 
@@ -164,6 +165,37 @@ def test_removing_a_conv_removes_its_groupnorm_and_activation():
     assert not {"body.7", "body.8", "body.9"} & called
     assert rewrite.child.get_submodule("body.10").in_channels == 16
     train_step(rewrite.child, inputs)
+
+
+# ------------------------------------------------------------- squeeze-and-excitation, F.dropout
+
+
+def test_se_blocks_reading_their_shape_with_size_are_removable():
+    teacher, inputs = build("se_resnet")
+    view = NetworkView.build(teacher, inputs)
+
+    blocks = [info for info in view.layers if info.kind == "block"]
+    assert len(blocks) == 6 and all(info.removable for info in blocks)
+    assert any("blocks.1.se.fc.0" in group.layers for group in view.groups)
+
+
+def test_functional_dropout_follows_the_child_mode_after_removal_and_rebuild():
+    teacher, inputs = build("se_resnet")
+    teacher.eval()  # traced in eval mode: F.dropout(training=self.training) is traced as training=False
+    view = NetworkView.build(teacher, inputs)
+    rewrite = remove_layers(teacher, view, [info.name == "blocks.1" for info in view.layers], inputs)
+    child = rewrite.child
+
+    assert child(inputs).equal(child(inputs))
+    child.train()
+    torch.manual_seed(0)
+    assert not child(inputs).equal(child(inputs))
+    torch.manual_seed(0)
+    fresh = SEResNet()  # a fresh instance is in training mode: traced as training=True
+    rebuilt = rebuild(fresh, inputs, [rewrite.step])
+    rebuilt.load_state_dict(child.state_dict(), strict=True)
+    assert [name for name, _ in rebuilt.named_modules()] == [name for name, _ in child.named_modules()]
+    assert rebuilt.eval()(inputs).equal(child.eval()(inputs))
 
 
 # ------------------------------------------------------------- every model

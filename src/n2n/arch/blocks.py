@@ -96,7 +96,7 @@ def _block_at(
     shortcut_arg = 0 if depths[0] < depths[1] else 1
     main, shortcut = paths[1 - shortcut_arg], paths[shortcut_arg]
     inside = main | shortcut | {sum_node}
-    self_contained = all(user in inside for node in main | shortcut for user in node.users)
+    self_contained = all(user in inside or _unused(user) for node in main | shortcut for user in node.users)
     after = single_user(sum_node)
     output = after if after is not None and is_activation(after, modules) and first_input(after) is sum_node else sum_node
     return ResidualBlock(
@@ -111,6 +111,11 @@ def _block_at(
         shape_preserving=node_shape(operands[shortcut_arg]) == node_shape(sum_node),
         start=min(position[node] for node in inside),
     )
+
+
+def _unused(node: fx.Node) -> bool:
+    """A result nothing reads, e.g. the ``_`` of ``b, c, _, _ = x.size()``: dropped with the block."""
+    return not node.users and not node.is_impure()
 
 
 def _block_name(nodes: set[fx.Node], sum_node: fx.Node, taken_names: set[str]) -> str:

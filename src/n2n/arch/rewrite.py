@@ -31,6 +31,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from n2n.arch.dropout import make_dropout_live
 from n2n.arch.groups import CRITERIA, prune_groups
 from n2n.arch.inplace import make_out_of_place
 from n2n.arch.measure import count_params, forward_with_macs
@@ -84,6 +85,7 @@ def remove_layers(
             node.type = None  # string annotations would make the child unpicklable
         child = fx.GraphModule(copy.deepcopy(model), graph)
         make_out_of_place(child)  # before dead code goes: an in-place sum counts as a side effect
+        make_dropout_live(child, model)
         child.graph.eliminate_dead_code()
         child.delete_all_unused_submodules()
         child.recompile()
