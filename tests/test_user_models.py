@@ -237,3 +237,25 @@ def test_random_action_sequences_give_a_child_that_trains_or_a_reason(name, case
 
     assert sum(outcomes.values()) == cases
     assert outcomes["accepted"] > cases // 2, outcomes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUILDERS)
+def test_shrinking_removal_children_gives_a_child_that_trains_or_a_reason(name, parents=10, shrinks=3):
+    """Stage 2 starts from a removal child: a traced GraphModule, not the user's class."""
+    rng = random.Random(f"n2n-user-two-stages-{name}")
+    teacher, inputs = build(name)
+    view = NetworkView.build(teacher, inputs)
+    outcomes: collections.Counter = collections.Counter()
+    for _ in range(parents):
+        p = rng.random()
+        first = remove_layers(teacher, view, [rng.random() < p for _ in view.layers], inputs)
+        check(teacher, first, inputs, outcomes)
+        if first.child is None:
+            continue
+        child_view = NetworkView.build(first.child, inputs)
+        for _ in range(shrinks):
+            ratios = [rng.choice(RATIOS) for _ in child_view.groups]
+            check(first.child, shrink_layers(first.child, child_view, ratios, inputs, min_width=rng.choice((1, 4))), inputs, outcomes)
+
+    assert outcomes["accepted"] > (parents * (shrinks + 1)) // 2, outcomes
