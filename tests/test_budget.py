@@ -129,3 +129,14 @@ def test_the_zoo_resnet_fits_a_tenth_of_its_parameters():
     rewrite = fit_to_budget(model, view, ([0.5, 1.0] * len(view.groups))[: len(view.groups)], inputs, budget)
     assert rewrite.child is not None and rewrite.params <= budget.max_params
     assert rewrite.child(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_in_budget_mode_removing_a_pool_alone_is_a_child_fitted_to_the_budget(teacher, view):
+    pool = next(i for i, layer in enumerate(view.layers) if layer.removable and layer.kind == "maxpool")
+    remove = torch.tensor([i == pool for i in range(len(view.layers))])
+    assert make_stage("removal", SearchConfig()).apply(teacher, view, remove, INPUT)[0].child is None
+    budget = budget_for(count_params(teacher), compression=4)
+    rewrite, steps = make_stage("removal", SearchConfig(), budget).apply(teacher, view, remove, INPUT)
+    assert rewrite.child is not None and rewrite.params <= budget.max_params
+    assert [step["op"] for step in steps] == ["remove", "shrink"]
+    assert count_params(rebuild(small_teacher(), INPUT, steps)) == rewrite.params

@@ -68,8 +68,12 @@ def remove_layers(
     example_input: Tensor,
     *,
     init: str = "inherit",
+    must_shrink: bool = True,
 ) -> Rewrite:
-    """Remove the entries of ``view.layers`` flagged in ``remove`` (non-removable flags are ignored)."""
+    """Remove the entries of ``view.layers`` flagged in ``remove`` (non-removable flags are ignored).
+
+    ``must_shrink=False`` accepts a child that is not smaller than its parent (a pooling layer
+    removed alone widens the linear layer after it), for a caller that shrinks it further."""
     _check_init(init)
     step = {"op": "remove", "remove": _plain_list(remove, bool)}
     try:
@@ -96,7 +100,8 @@ def remove_layers(
             output, flops = fit_to_inputs(child, example_input)
         except Exception as error:  # the rewritten graph runs arbitrary layers
             raise _Rejected(f"forward failed: {type(error).__name__}: {error}") from error
-        return _accept(model, view, child, init, step, output=output, flops=flops, example_input=example_input)
+        return _accept(model, view, child, init, step, output=output, flops=flops, example_input=example_input,
+                       must_shrink=must_shrink)
     except _Rejected as rejection:
         return _reject(str(rejection), step)
     except Exception as error:
@@ -162,7 +167,8 @@ def rebuild(base: nn.Module, example_input: Tensor, rewrites: list[dict[str, Any
 def _replay(model: nn.Module, view: NetworkView, step: Any, number: int, example_input: Tensor) -> Rewrite:
     op = step.get("op") if isinstance(step, dict) else None
     if op == "remove" and isinstance(step.get("remove"), list):
-        return remove_layers(model, view, step["remove"], example_input)
+        # a recorded step was checked when it was made; it may be one a later fit made smaller
+        return remove_layers(model, view, step["remove"], example_input, must_shrink=False)
     if op == "shrink" and isinstance(step.get("ratios"), list):
         min_width = step.get("min_width", DEFAULT_MIN_WIDTH)
         return shrink_layers(model, view, step["ratios"], example_input, min_width=min_width)
@@ -226,9 +232,10 @@ def _accept(
     example_input: Tensor,
     output: Tensor | None = None,
     flops: int | None = None,
+    must_shrink: bool = True,
 ) -> Rewrite:
     params, parent_params = count_params(child), count_params(parent)
-    if params >= parent_params:
+    if must_shrink and params >= parent_params:
         raise _Rejected(f"not smaller than its parent ({params} >= {parent_params} parameters)")
     if output is None:
         try:

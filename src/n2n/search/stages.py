@@ -52,8 +52,9 @@ class RemovalStage:
         return policy.act(view.layer_states(), view.removable_mask(), generator=generator)
 
     def apply(self, parent, view, actions, example_input):
+        # in budget mode a removal that leaves the size as it is (a pooling layer) is fitted like any
         rewrite = remove_layers(parent, view, [bool(a) for a in actions.tolist()], example_input,
-                                init=self.config.init)
+                                init=self.config.init, must_shrink=self.budget is None)
         if self.budget is None or (rewrite.child is not None and self.budget.fits(rewrite.params, rewrite.flops)):
             return rewrite, steps_of(rewrite)
         if rewrite.child is None and not (rewrite.reason or "").startswith(NO_REMOVAL):
