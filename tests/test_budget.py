@@ -119,6 +119,8 @@ def test_a_budget_mode_student_always_meets_the_budget(limits):
     assert all(r.reward == pytest.approx(r.val_accuracy / teacher_acc) for r in scored)
     rebuilt = rebuild(small_teacher(), train[0][:1], result.rewrites)
     rebuilt.load_state_dict(result.student.state_dict(), strict=True)
+    # every child of both stages sits at the budget: the student is the best of either stage
+    assert result.final_stage.best.reward == max(stage.best.reward for stage in result.stages if stage.best)
 
 
 def test_the_zoo_resnet_fits_a_tenth_of_its_parameters():

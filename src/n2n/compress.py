@@ -35,10 +35,7 @@ class CompressionResult:
     summary: dict[str, Any]
     stages: list[StageResult]
 
-    @property
-    def final_stage(self) -> StageResult | None:
-        """The last stage that found a child: the student is its best child, distilled longer."""
-        return next((s for s in reversed(self.stages) if s.best_child is not None), None)
+    final_stage: StageResult | None = None  # the stage whose best child became the student
 
     @property
     def rewrites(self) -> list[dict[str, Any]]:
@@ -141,16 +138,17 @@ def search_student(teacher: nn.Module, data: DistillData, example_input: torch.T
     started = time.perf_counter()
     search = Search(teacher, data, example_input, config, progress=progress, **search_options)
     stages = run_baseline(config.method, search) if config.method in BASELINES else search.run()
-    final_stage = next((s for s in reversed(stages) if s.best_child is not None), None)
+    final_stage = search.student_stage(stages)
     if final_stage is None:
         raise N2NError(no_student_message(config))
     student = copy.deepcopy(final_stage.best_child)  # the stage keeps its child as the search scored it
-    log.info("final distillation of the best child (%d parameters)", count_params(student))
+    log.info("final distillation of the best child of the %s stage (%d parameters)", final_stage.name,
+             count_params(student))
     distill(student, data, config.final, seed=config.seed, teacher=teacher,
             progress="final distillation" if progress else None)
     summary = build_summary(teacher, student, data, example_input, search, stages, config, test, dev)
     summary["search_seconds"] = time.perf_counter() - started
-    return CompressionResult(student.eval(), search.history, summary, stages)
+    return CompressionResult(student.eval(), search.history, summary, stages, final_stage)
 
 
 def no_student_message(config: SearchConfig) -> str:

@@ -143,6 +143,14 @@ class Search:
             self.close()
         return self.results
 
+    def student_stage(self, stages: list[StageResult]) -> StageResult | None:
+        """The stage whose best child becomes the student: the last that found one; in budget mode,
+        where every child of every stage sits at the same budget, the one whose best scored highest."""
+        found = [stage for stage in stages if stage.best_child is not None]
+        if self.budget is None or not found:
+            return found[-1] if found else None
+        return max(reversed(found), key=lambda stage: stage.best.reward)  # a tie goes to the later stage
+
     def close(self) -> None:
         """Stop the executor's workers (they start again if more children need training)."""
         self.executor.close()
