@@ -259,3 +259,19 @@ def test_shrinking_removal_children_gives_a_child_that_trains_or_a_reason(name, 
             check(first.child, shrink_layers(first.child, child_view, ratios, inputs, min_width=rng.choice((1, 4))), inputs, outcomes)
 
     assert outcomes["accepted"] > (parents * (shrinks + 1)) // 2, outcomes
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_a_short_compress_with_a_4x_budget_meets_it(name):
+    from n2n import compress
+    from n2n.arch import count_params
+
+    model, _ = build(name)
+    images = torch.randn(96, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        labels = model.eval()(images).argmax(1)
+    train, val = (images[:64], labels[:64]), (images[64:], labels[64:])
+    result = compress(model, train, val, compression=4, epochs_per_stage=1, rollouts=3, progress=False,
+                      proxy={"subset": 32, "batch_size": 16}, final={"epochs": 1, "subset": None})
+    assert count_params(result.student) <= count_params(model) // 4
+    assert result.student(images[:2]).shape == (2, 10)

@@ -85,7 +85,7 @@ class _Sizer:
         self.sizes: dict[tuple[int, ...], tuple[int, int | None]] = {}
 
     def widths(self, ratios: Sequence[float], scale: float) -> tuple[int, ...]:
-        return tuple(target_width(group.channels, min(1.0, float(ratio) * scale), self.min_width)
+        return tuple(target_width(group.channels, min(1.0, float(ratio) * scale), self.min_width, group.multiple)
                      for group, ratio in zip(self.view.groups, ratios))
 
     def size(self, widths: tuple[int, ...]) -> tuple[int, int | None]:
