@@ -300,3 +300,12 @@ class SEResNet(nn.Module):
         x = F.adaptive_avg_pool2d(x, 1).view(x.size(0), -1)
         x = F.dropout(x, p=0.3, training=self.training)
         return self.fc(x)
+
+
+# The user-style models by name, each built at the size the tests use (16x16 inputs, 10 classes).
+USER_MODELS = {
+    "torchvision_resnet18": lambda: TorchvisionResNet18(width=8),
+    "mobilenet_v2": SmallMobileNetV2,
+    "groupnorm": GroupNormNet,
+    "se_resnet": SEResNet,
+}

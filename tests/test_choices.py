@@ -55,7 +55,7 @@ def test_compress_help_lists_every_value_of_every_choice_option(capsys, monkeypa
 
 def test_export_help_lists_its_formats(capsys, monkeypatch):
     assert listed_values(help_text("export", capsys, monkeypatch), "--format") == list(FORMATS) == [
-        "onnx", "torchscript"]
+        "onnx", "torchscript", "exported"]
 
 
 def test_no_compress_flag_of_a_config_choice_goes_without_its_values():

@@ -150,6 +150,20 @@ def test_torchscript_export_matches_pytorch(student):
                                atol=TOLERANCE, rtol=0)
 
 
+def test_exported_program_export_matches_pytorch_with_a_dynamic_batch(student, capsys):
+    from n2n.cli import main
+
+    assert main(["export", str(student), "--format", "exported", "--batch", "4"]) == 0
+    path = student.with_name("student.pt2")
+    assert path.is_file() and "student.pt2 (exported)" in capsys.readouterr().out
+    program = torch.export.load(str(path)).module()
+    for size in (1, 6):
+        images = torch.randn(size, 1, 28, 28, generator=torch.Generator().manual_seed(size))
+        with torch.inference_mode():
+            exported = program(images)
+        torch.testing.assert_close(exported, pytorch_logits(student, images), atol=TOLERANCE, rtol=0)
+
+
 def test_explicit_output_path_is_used_and_folders_are_made(student, tmp_path):
     out = tmp_path / "exports" / "deep" / "model.ts"
     report = export_checkpoint(student, "torchscript", out)

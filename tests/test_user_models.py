@@ -14,17 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from custom_models import GroupNormNet, SEResNet, SmallMobileNetV2, TorchvisionResNet18
+from custom_models import SEResNet, USER_MODELS
 from n2n.arch import NetworkView, rebuild, remove_layers, shrink_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BUILDERS = {
-    "torchvision_resnet18": lambda: TorchvisionResNet18(width=8),
-    "mobilenet_v2": SmallMobileNetV2,
-    "groupnorm": GroupNormNet,
-    "se_resnet": SEResNet,
-}
+BUILDERS = USER_MODELS
 RATIOS = (0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
 
 

@@ -204,10 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    export = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript and check it against PyTorch")
+    export = sub.add_parser(
+        "export", help="export a checkpoint to ONNX, TorchScript or an ExportedProgram and check it against PyTorch")
     export.add_argument("checkpoint", help="checkpoint file (teacher or student)")
     export.add_argument("--format", required=True, choices=FORMATS)
-    export.add_argument("--out", help="file to write (default: next to the checkpoint, .onnx or .torchscript.pt)")
+    export.add_argument("--out", help="file to write (default: next to the checkpoint, .onnx, .torchscript.pt or .pt2)")
     export.add_argument("--batch", type=int, default=8, help="random images the export is checked on (default 8)")
     export.add_argument("--seed", type=int, default=0, help="seed of those images")
     export.add_argument("--force", action="store_true", help="replace --out if it exists")

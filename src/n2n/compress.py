@@ -36,6 +36,9 @@ class CompressionResult:
     stages: list[StageResult]
 
     final_stage: StageResult | None = None  # the stage whose best child became the student
+    # what save_student records to rebuild the student on a fresh instance of the teacher's class
+    example_input: torch.Tensor | None = None  # one input, on the CPU
+    teacher_class: str | None = None  # module.QualifiedName
 
     @property
     def rewrites(self) -> list[dict[str, Any]]:
@@ -116,8 +119,11 @@ def compress(
         data, example_input = prepare_data(teacher, train_data, val_data, dev, crop_padding=crop_padding,
                                            hflip=hflip, crop_fill=crop_fill)
         test = tensor_pair(test_data, "test_data") if test_data is not None else None
-        return search_student(teacher, data, example_input, config, test, dev, on_record=on_record,
-                              progress=progress, store=store, resume=resume)
+        result = search_student(teacher, data, example_input, config, test, dev, on_record=on_record,
+                                progress=progress, store=store, resume=resume)
+    result.example_input = example_input[:1].detach().cpu()
+    result.teacher_class = f"{type(teacher).__module__}.{type(teacher).__qualname__}"
+    return result
 
 
 def prepare_data(teacher: nn.Module, train_data: DataLike, val_data: DataLike, device: torch.device,

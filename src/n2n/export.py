@@ -1,4 +1,4 @@
-"""Export a checkpoint's model to ONNX or TorchScript, and check the file against PyTorch.
+"""Export a model to ONNX, TorchScript or torch.export's ExportedProgram, and check the file against PyTorch.
 
 Each export is written to a temporary file next to its destination, loaded back
 from that file and run on a seeded random batch; only then is it renamed into
@@ -27,7 +27,7 @@ from .files import temporary_sibling
 log = logging.getLogger(__name__)
 
 # Format name -> suffix of the default output file (next to the checkpoint, same stem).
-SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported": ".pt2"}
 FORMATS = tuple(SUFFIXES)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # torch.jit is deprecated in recent torch; its warnings say nothing a user of this export can act on.
@@ -46,28 +46,64 @@ class ExportReport:
 def export_checkpoint(
     path: str | Path, fmt: str, out: str | Path | None = None, *, batch: int = 8, seed: int = 0, force: bool = False
 ) -> ExportReport:
-    """Write the model of checkpoint `path` as `fmt` ("onnx" or "torchscript") and check it on a sample batch.
+    """Write the model of checkpoint `path` as `fmt` (one of FORMATS) and check it on a sample batch.
 
     `out` defaults to the checkpoint's path with the format's suffix; an existing
-    file is replaced only with `force`. The ONNX graph has a dynamic batch axis.
+    file is replaced only with `force`. The ONNX graph and the ExportedProgram have a dynamic batch axis.
     """
     fmt = check_format(fmt)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError(f"the sample batch size must be a whole number >= 1, got {batch!r}")
-    writer = _onnx_writer() if fmt == "onnx" else _write_torchscript  # missing packages fail before any work
+    writer = writer_for(fmt)  # missing packages fail before any work
     target = Path(out) if out is not None else default_export_path(path, fmt)
     _refuse_overwrite(target, Path(path), force)
     ckpt = load_checkpoint(path)
     sample = sample_batch(ckpt.meta, batch, seed)
-    with torch.inference_mode():
-        expected = ckpt.model(sample)
-    with temporary_sibling(target) as tmp:
-        exported = writer(ckpt.model, sample, tmp)
-        os.replace(tmp, target)
+    return write_checked(ckpt.model, sample, target, fmt, writer)
+
+
+def export_model(model: nn.Module, out: str | Path, fmt: str = "exported", *, example_input: torch.Tensor,
+                 batch: int = 8, seed: int = 0, force: bool = False) -> ExportReport:
+    """Write `model` (e.g. from n2n.load_student) as `fmt` and check it on a seeded random batch
+    of `example_input`'s shape; an existing `out` is replaced only with `force`."""
+    fmt = check_format(fmt)
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1024:
+        raise ConfigError(f"the sample batch size must be a whole number from 1 to 1024, got {batch!r}")
+    if not torch.is_tensor(example_input) or example_input.dim() < 2:
+        raise ConfigError("example_input must be a batch of inputs the model takes (a tensor of 2 or more dimensions)")
+    writer = writer_for(fmt)
+    target = Path(out)
+    if target.exists() and not force:
+        raise N2NError(f"{target} already exists: choose another path or pass force=True to replace it")
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.randn((batch, *example_input.shape[1:]), generator=generator).to(example_input.dtype)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return write_checked(model.cpu().eval(), sample, target, fmt, writer, restore=device)
+
+
+def write_checked(model: nn.Module, sample: torch.Tensor, target: Path, fmt: str,
+                  writer: Callable[[nn.Module, torch.Tensor, Path], torch.Tensor],
+                  restore: torch.device | None = None) -> ExportReport:
+    """Write through a temporary file, read back and compared with PyTorch before it is renamed into place."""
+    try:
+        with torch.inference_mode():
+            expected = model(sample)
+        with temporary_sibling(target) as tmp:
+            exported = writer(model, sample, tmp)
+            os.replace(tmp, target)
+    finally:
+        if restore is not None:
+            model.to(restore)
     diff = (exported - expected).abs().max().item()
-    log.info("exported %s to %s (%s); largest difference from PyTorch on %d images: %.3g",
-             path, target, fmt, batch, diff)
-    return ExportReport(out_path=target, fmt=fmt, max_abs_diff=diff, batch=batch)
+    log.info("exported to %s (%s); largest difference from PyTorch on %d inputs: %.3g",
+             target, fmt, len(sample), diff)
+    return ExportReport(out_path=target, fmt=fmt, max_abs_diff=diff, batch=len(sample))
+
+
+def writer_for(fmt: str) -> Callable[[nn.Module, torch.Tensor, Path], torch.Tensor]:
+    """The function that writes `fmt` and returns the written file's logits on the sample."""
+    return {"onnx": _onnx_writer, "torchscript": lambda: _write_torchscript,
+            "exported": lambda: _write_exported}[fmt]()
 
 
 def check_format(fmt: str) -> str:
@@ -109,6 +145,21 @@ def _write_torchscript(model: nn.Module, sample: torch.Tensor, file: Path) -> to
         loaded = torch.jit.load(str(file), map_location="cpu")
         with torch.inference_mode():
             return loaded(sample)
+
+
+def _write_exported(model: nn.Module, sample: torch.Tensor, file: Path) -> torch.Tensor:
+    """torch.export with a dynamic batch axis, saved, loaded back; the loaded program's logits on `sample`."""
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
+        except Exception as error:  # torch.export raises many types on unusual models
+            raise ModelError(f"the model cannot be exported with torch.export ({_first_line(error)})") from error
+        torch.export.save(program, str(file))
+        loaded = torch.export.load(str(file))
+    with torch.inference_mode():
+        return loaded.module()(sample)
 
 
 def _require(package: str) -> ModuleType:

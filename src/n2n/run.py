@@ -24,6 +24,7 @@ from .report.tensorboard import TensorBoardLogger, summary_writer_class
 from .runtime import resolve_device
 from .search.loop import POLICY_KIND, record_of
 from .search.state import ResumePoint, record_identity, split_at_snapshot
+from .student import student_arch
 from .teacher import dataset_meta
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def save_outputs(folder: RunFolder, result: CompressionResult, teacher_arch: dic
     student = result.summary["student"]
     meta = data_meta | {key: student[key] for key in ("params", "flops", "val_accuracy", "test_accuracy")}
     save_checkpoint(folder.root / "student.pt", result.student,
-                    arch=result.student_arch or {**teacher_arch, "rewrites": base_rewrites + result.rewrites},
+                    arch=student_arch(result, teacher_arch),
                     meta=meta)
     folder.write_json("summary.json", {**result.summary, "dataset": dataset})
     rebuild_report(folder.root)
