@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+import sys
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import yaml
 
 from .arch.groups import CRITERIA
 from .arch.rewrite import DEFAULT_MIN_WIDTH, INIT_MODES
+from .checks import check_real, check_seed, check_whole, is_real_number, is_whole_number
 from .distill.losses import LOSSES
 from .distill.trainer import DistillConfig
 from .errors import ConfigError
@@ -19,6 +22,17 @@ from .search.reinforce import ALGORITHMS
 from .search.reward import DEFAULT_HORIZON, REWARDS
 
 STAGES = ("removal", "shrinkage")
+# Upper bounds that refuse a typo of many zeros at once, before it costs memory or time:
+# policy epochs, rollouts and proxy epochs far beyond any real search; layer widths and
+# batches far beyond any CNN this tool compresses.
+MAX_COUNT = 10_000
+MAX_WIDTH = 65_536
+MAX_LAYERS = 64
+MAX_BATCH = 1 << 20
+# A config file is a few dozen options: a bound on its nodes, aliases expanded, refuses a
+# "billion laughs" file (a few hundred bytes whose aliases expand to millions of nodes)
+# before any Python object is built from it.
+MAX_YAML_NODES = 100_000
 # n2n: the two-stage policy search; random: the same search without policy updates;
 # uniform, prune, kd: the baselines of n2n.baselines
 METHODS = ("n2n", "random", "uniform", "prune", "kd")
@@ -91,44 +105,59 @@ class SearchConfig:
     student_width: float = 0.4
 
     def validate(self) -> "SearchConfig":
-        unknown = [s for s in self.stages if s not in STAGES]
-        if unknown or not self.stages:
-            raise ConfigError(f"unknown stage(s) {unknown or self.stages}: choose from {', '.join(STAGES)}")
+        """Every option by type and range, before any folder, data or teacher pass exists."""
+        self.check_stages()
         self.check_choices()
-        for name in ("epochs_per_stage", "rollouts", "min_width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
+        self.check_counts()
         for name in ("removal_policy", "shrink_policy"):
-            own = getattr(self, name)
-            for field_name, least in (("rollouts", 1), ("annealing_horizon", 0)):
-                value = getattr(own, field_name)
-                if value is not None and not is_whole_number(value, least):
-                    raise ConfigError(f"{name}.{field_name} must be a whole number of at least {least}, got {value!r}")
+            check_policy(name, getattr(self, name))
+        for name in ("proxy", "final"):
+            check_distill(name, getattr(self, name))
+        self.check_budget()
+        self.check_executor()
+        for name in ("policy_from", "student_model"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{name.replace('_', '-')} must be a name or path, got {value!r}")
+        check_real("student-width (a width multiplier)", self.student_width, 0, 1, open_low=True)
+        return self
+
+    def check_stages(self) -> None:
+        stages = self.stages if isinstance(self.stages, tuple) else ()
+        unknown = [s for s in stages if not isinstance(s, str) or s not in STAGES]
+        if unknown or not stages:
+            raise ConfigError(f"unknown stage(s) {unknown or self.stages}: choose from {', '.join(STAGES)}")
+        if len(set(stages)) != len(stages):
+            raise ConfigError(f"stages must each be named once, got {', '.join(stages)}")
+
+    def check_counts(self) -> None:
+        """Counts that size the search: bounded, so a typo of many zeros is refused at once."""
+        for name in ("epochs_per_stage", "rollouts"):
+            check_whole(name.replace("_", "-"), getattr(self, name), 1, MAX_COUNT)
+        check_whole("min-width", self.min_width, 1, MAX_WIDTH)
+        check_whole("annealing-horizon", self.annealing_horizon, 0, MAX_COUNT)
+        check_seed("seed", self.seed)
+        check_real("baseline-decay", self.baseline_decay, 0, 1)
+        check_real("entropy-coef", self.entropy_coef, -math.inf)
+        ratios = self.ratios if isinstance(self.ratios, tuple) else None
+        if not ratios or len(ratios) > MAX_COUNT or not all(is_real_number(r) and 0 < r <= 1 for r in ratios):
+            raise ConfigError(f"shrink ratios must be a list of numbers in (0, 1], got {self.ratios!r}")
+
+    def check_budget(self) -> None:
         for name in ("max_params", "max_flops"):
             value = getattr(self, name)
             if value is not None and not is_whole_number(value, 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
-        if self.compression is not None and (
-            isinstance(self.compression, bool) or not isinstance(self.compression, (int, float))
-            or not 1 < self.compression < float("inf")
-        ):
+        if self.compression is not None and not (is_real_number(self.compression) and self.compression > 1):
             raise ConfigError(f"--compression is a factor above 1 (e.g. 10 for a student 10x smaller), "
                               f"got {self.compression!r}")
         if self.reward == "accuracy" and not self.has_budget:
             raise ConfigError("--reward accuracy needs a budget: --max-params, --max-flops or --compression")
-        if self.min_accuracy is not None and (
-            not isinstance(self.min_accuracy, (int, float)) or not 0 <= self.min_accuracy <= 1
-        ):
+        if self.min_accuracy is not None and not (is_real_number(self.min_accuracy) and 0 <= self.min_accuracy <= 1):
             raise ConfigError("--min-accuracy is a fraction between 0 and 1 (e.g. 0.9)")
-        if any(not 0 < r <= 1 for r in self.ratios):
-            raise ConfigError("shrink ratios must lie in (0, 1]")
-        self.check_executor()
         if self.method == "prune" and self.max_params is None and self.compression is None:
             raise ConfigError("--method prune needs --max-params or --compression: the parameter budget "
                               "to prune the teacher to")
-        if not 0 < self.student_width <= 1:
-            raise ConfigError(f"student-width is a width multiplier in (0, 1], got {self.student_width}")
-        return self
 
     def check_choices(self) -> None:
         """Every option with a fixed set of values holds one of them. Named as a config file
@@ -176,9 +205,26 @@ def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
-def is_whole_number(value: Any, least: int) -> bool:
-    """An int (not a bool, which Python counts as one) of at least `least`."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+def check_policy(name: str, policy: PolicyConfig) -> None:
+    check_whole(f"{name}.hidden_size", policy.hidden_size, 1, MAX_WIDTH)
+    check_whole(f"{name}.num_layers", policy.num_layers, 1, MAX_LAYERS)
+    check_real(f"{name}.lr", policy.lr, 0, open_low=True)
+    for field_name, least in (("rollouts", 1), ("annealing_horizon", 0)):
+        value = getattr(policy, field_name)
+        if value is not None:
+            check_whole(f"{name}.{field_name}", value, least, MAX_COUNT)
+
+
+def check_distill(name: str, config: DistillConfig) -> None:
+    """A proxy or final training: how long, on how much, at what step size."""
+    check_whole(f"{name}.epochs", config.epochs, 1, MAX_COUNT)
+    if config.subset is not None:
+        check_whole(f"{name}.subset", config.subset, 1)
+    check_whole(f"{name}.batch_size", config.batch_size, 1, MAX_BATCH)
+    check_real(f"{name}.lr", config.lr, 0, open_low=True)
+    check_real(f"{name}.weight_decay", config.weight_decay, 0)
+    check_real(f"{name}.temperature", config.temperature, 0, open_low=True)
+    check_real(f"{name}.alpha", config.alpha, 0, 1)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -201,7 +247,7 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "config", base: An
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a mapping of option names to values")
     base = cls() if base is None else base
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    unknown = sorted(map(str, set(values) - {f.name for f in fields(cls)}))  # YAML keys may be numbers
     if unknown:
         raise ConfigError(f"unknown option(s) in {where}: {', '.join(unknown)}")
     changes = {name: coerce(f"{where}.{name}", getattr(base, name), value) for name, value in values.items()}
@@ -226,8 +272,8 @@ def coerce(where: str, current: Any, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif isinstance(current, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max:
+            return float(value)  # a bigger int has no float: float() would raise OverflowError
     elif isinstance(current, str):
         if isinstance(value, str):
             return value
@@ -236,15 +282,52 @@ def coerce(where: str, current: Any, value: Any) -> Any:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not a YAML file: it is not UTF-8 text (byte {error.start})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path} is not a YAML file: it holds binary data")
+    try:
+        values = safe_load_bounded(text, path) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML ({error.__class__.__name__})") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping of option names to values")
     return values
+
+
+def safe_load_bounded(text: str, path: Path) -> Any:
+    """yaml.safe_load, refusing a document of more than MAX_YAML_NODES nodes before it is built."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if count_nodes(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(f"{path} expands to more than {MAX_YAML_NODES:,} YAML nodes (its aliases "
+                              "repeat whole sections): no config is that large; write it out plainly")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def count_nodes(root: yaml.Node, bound: int) -> int:
+    """Nodes of the document with every alias expanded, counting stops once past `bound`
+    (so a self-referencing or exponential document costs `bound` steps at most)."""
+    count, stack = 0, [root]
+    while stack and count <= bound:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+    return count
 
 
 def dump_yaml(values: dict[str, Any]) -> str:
