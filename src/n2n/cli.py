@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import logging
+import pickle
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
+
+import yaml
 
 from .errors import N2NError
 
@@ -36,7 +40,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> None:
     from .teacher import train_teacher
 
     out = Path(args.out)
-    if out.exists() and not args.force:
+    if out.is_file() and not args.force:
         raise N2NError(f"{out} already exists: choose another --out or pass --force to overwrite it")
     result = train_teacher(
         args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -291,6 +295,33 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
+# What a user's input or machine can cause beyond n2n's own errors: a path that cannot be read
+# or written (read-only, full, no permission), a file that is not what it claims. Anything else
+# is a bug and keeps its traceback.
+USER_ERRORS = (N2NError, OSError, pickle.UnpicklingError, yaml.YAMLError, UnicodeDecodeError)
+OS_ADVICE = {errno.ENOSPC: "free some space, then run again (a compress run continues with --resume)",
+             errno.EDQUOT: "free some space, then run again (a compress run continues with --resume)",
+             errno.EROFS: "choose a path on a writable file system",
+             errno.EACCES: "choose a path you may write, or change its permissions",
+             errno.EPERM: "choose a path you may write, or change its permissions"}
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename is not None else ""
+        advice = OS_ADVICE.get(error.errno)
+        return f"{where}{(error.strerror or str(error)).lower()}" + (f"; {advice}" if advice else "")
+    if isinstance(error, N2NError):
+        return str(error)
+    if isinstance(error, UnicodeDecodeError):
+        return f"a file that should be text is not UTF-8 ({error.reason} at byte {error.start})"
+    return f"a file is damaged or not what it should be ({type(error).__name__}: {error})"
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split()) or "unknown error"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -299,8 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except N2NError as error:
-        print(f"n2n: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        print(f"n2n: error: {one_line(describe(error))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("n2n: interrupted", file=sys.stderr)

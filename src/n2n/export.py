@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
+from .checks import check_output_path, check_seed, check_whole
 from .errors import ConfigError, ModelError, N2NError
-from .files import temporary_sibling
+from .files import naming, temporary_sibling
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported": ".pt2"}
 FORMATS = tuple(SUFFIXES)
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# The check runs the model on this many random images at most: enough to see a difference,
+# and far from the memory a typo of many zeros would ask for.
+MAX_BATCH = 1024
 # torch.jit is deprecated in recent torch; its warnings say nothing a user of this export can act on.
 _JIT_DEPRECATION = r"`torch\.jit\."
 _NOISY_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
@@ -52,10 +56,10 @@ def export_checkpoint(
     file is replaced only with `force`. The ONNX graph and the ExportedProgram have a dynamic batch axis.
     """
     fmt = check_format(fmt)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ConfigError(f"the sample batch size must be a whole number >= 1, got {batch!r}")
+    check_whole("the sample batch size (--batch)", batch, 1, MAX_BATCH)
+    check_seed("--seed", seed)
     writer = writer_for(fmt)  # missing packages fail before any work
-    target = Path(out) if out is not None else default_export_path(path, fmt)
+    target = check_output_path(out if out is not None else default_export_path(path, fmt), "--out")
     _refuse_overwrite(target, Path(path), force)
     ckpt = load_checkpoint(path)
     sample = sample_batch(ckpt.meta, batch, seed)
@@ -88,7 +92,7 @@ def write_checked(model: nn.Module, sample: torch.Tensor, target: Path, fmt: str
     try:
         with torch.inference_mode():
             expected = model(sample)
-        with temporary_sibling(target) as tmp:
+        with naming(target), temporary_sibling(target) as tmp:
             exported = writer(model, sample, tmp)
             os.replace(tmp, target)
     finally:
@@ -141,7 +145,8 @@ def _write_torchscript(model: nn.Module, sample: torch.Tensor, file: Path) -> to
             traced = torch.jit.trace(model, sample)
         except Exception as error:  # tracing fails in many ways on unusual models
             raise ModelError(f"the model cannot be traced to TorchScript ({_first_line(error)})") from error
-        torch.jit.save(traced, str(file))
+        with open(file, "wb") as stream:  # saved to a path, a full disk aborts the whole process
+            torch.jit.save(traced, stream)
         loaded = torch.jit.load(str(file), map_location="cpu")
         with torch.inference_mode():
             return loaded(sample)

@@ -34,14 +34,28 @@ def temporary_sibling(target: str | Path) -> Iterator[Path]:
             os.unlink(name)
 
 
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError raised inside names `path` where it named no file (a full disk fails a write()
+    with errno alone), so the user learns where the space ran out."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save, whole or not at all."""
-    with temporary_sibling(path) as tmp:
-        torch.save(obj, tmp)
+    with naming(path), temporary_sibling(path) as tmp:
+        # into an open stream: saved to a path, torch reports a full disk as an opaque RuntimeError
+        with open(tmp, "wb") as stream:
+            torch.save(obj, stream)
         os.replace(tmp, path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    with temporary_sibling(path) as tmp:
+    with naming(path), temporary_sibling(path) as tmp:
         tmp.write_text(text)
         os.replace(tmp, path)

@@ -13,12 +13,14 @@ import torch
 
 from . import __version__
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
+from .checks import check_output_path
 from .compress import CompressionResult, compress
 from .config import SearchConfig, dump_yaml, from_dict, load_yaml, to_dict
 from .data import DataSplits, as_tensors, augmentation_options, load_dataset
 from .errors import N2NError
 from .policies import save_policy
-from .report.run_folder import DAMAGED_METRICS, POLICY_FILES, RunFolder
+from .models import get_model_builder
+from .report.run_folder import DAMAGED_METRICS, POLICY_FILES, RunFolder, policy_for_stage
 from .report.summary import rebuild_report
 from .report.tensorboard import TensorBoardLogger, summary_writer_class
 from .runtime import resolve_device
@@ -50,9 +52,13 @@ def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: Searc
                         tensorboard: bool = False) -> CompressionResult:
     """Compress the teacher in `teacher_path` on `dataset`, writing everything into run folder `out`."""
     config.validate()
+    check_output_path(out, "--out run folder")
+    resolved_device = str(resolve_device(device))
+    check_named_inputs(config)
     teacher = load_checkpoint(teacher_path)
     name = dataset or teacher.meta.get("dataset")
     data = load_dataset(name, data_dir, seed=config.seed, limit=limit)
+    check_split_sizes(data, limit)
     check_fits(teacher.meta, data.info, teacher_path)
     if tensorboard:
         summary_writer_class()
@@ -61,9 +67,26 @@ def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: Searc
         folder.write_text("config.yaml", dump_yaml({
             "teacher": str(Path(teacher_path).resolve()), "dataset": name,
             "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "limit": limit,
-            "device": str(resolve_device(device)), "search": to_dict(config), "versions": provenance(),
+            "device": resolved_device, "search": to_dict(config), "versions": provenance(),
         }))
         return execute(folder, teacher, data, config, device, progress, resume=None, tensorboard=tensorboard)
+
+
+def check_named_inputs(config: SearchConfig) -> None:
+    """The zoo model and policy files the options name exist and load, before any folder does."""
+    if config.student_model is not None:
+        get_model_builder(config.student_model)
+    if config.policy_from is not None:
+        for kind in POLICY_FILES:
+            policy_for_stage(config.policy_from, kind)
+
+
+def check_split_sizes(data: DataSplits, limit: int | None) -> None:
+    """Training and validation images both, or the search has nothing to train or score on."""
+    if len(data.train) == 0 or len(data.val) == 0:
+        because = f" with --limit {limit}" if limit is not None else ""
+        raise N2NError(f"{data.info.name}{because} leaves {len(data.train)} training and {len(data.val)} "
+                       "validation images: a search needs some of both (use --limit 20 or more)")
 
 
 # A run whose config.yaml does not name keep_channels began before the setting existed, when
@@ -78,6 +101,7 @@ def resume_run(out: str | Path, *, placement: dict[str, Any] | None = None, prog
     `placement` (executor, workers, ray_address) moves the children's training elsewhere, which
     changes no score; config.yaml keeps what the run started with."""
     check_resumable(RunFolder(out))  # a folder with no run, or a finished one, gets no lock file
+    resumed_config(RunFolder(out), placement)  # nor one whose config.yaml cannot be resumed from
     with RunFolder(out).claim() as folder:  # before anything in it changes: one owner at a time
         check_resumable(folder)  # the run that held the lock may have finished meanwhile
         return resume_owned(folder, placement, progress, tensorboard)
@@ -92,13 +116,36 @@ def check_resumable(folder: RunFolder) -> None:
 
 def resume_owned(folder: RunFolder, placement: dict[str, Any] | None, progress: bool,
                  tensorboard: bool) -> CompressionResult:
-    settings = load_yaml(folder.root / "config.yaml")
-    config = from_dict(SearchConfig, {**BEFORE_KEEP_CHANNELS, **settings["search"]}, f"{folder.root}/config.yaml")
-    config = from_dict(SearchConfig, placement or {}, "options", base=config).validate()
+    settings, config = resumed_config(folder, placement)
+    folder.remove_temporaries()  # a run killed while writing a file leaves its temporary behind
     teacher = load_checkpoint(settings["teacher"])
     data = load_dataset(settings["dataset"], settings["data_dir"], seed=config.seed, limit=settings["limit"])
     return execute(folder, teacher, data, config, settings["device"], progress, resume=resume_point(folder),
                    tensorboard=tensorboard)
+
+
+# What config.yaml must hold for its run to be resumed, and the type of each.
+SETTINGS = {"search": dict, "teacher": str, "dataset": str, "data_dir": (str, type(None)),
+            "limit": (int, type(None)), "device": str}
+
+
+def run_settings(folder: RunFolder) -> dict[str, Any]:
+    path = folder.root / "config.yaml"
+    settings = load_yaml(path)
+    for key, kind in SETTINGS.items():
+        if key not in settings:
+            raise N2NError(f"{path} has no '{key}' entry: it was not written by n2n compress, or was edited; "
+                           "start the run again with --force")
+        if not isinstance(settings[key], kind) or isinstance(settings[key], bool):
+            raise N2NError(f"{path}: '{key}' holds {settings[key]!r}, not what n2n compress wrote there")
+    return settings
+
+
+def resumed_config(folder: RunFolder, placement: dict[str, Any] | None) -> tuple[dict[str, Any], SearchConfig]:
+    """The run's settings from its config.yaml, and its search config with `placement` applied."""
+    settings = run_settings(folder)
+    config = from_dict(SearchConfig, {**BEFORE_KEEP_CHANNELS, **settings["search"]}, f"{folder.root}/config.yaml")
+    return settings, from_dict(SearchConfig, placement or {}, "options", base=config).validate()
 
 
 def resume_point(folder: RunFolder) -> ResumePoint:

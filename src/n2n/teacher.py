@@ -11,13 +11,18 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
+from .checks import check_output_path, check_real, check_seed, check_whole
 from .compare import evaluate_loaded
 from .data import DataSplits, TensorLoader, as_tensors, load_dataset
+from .errors import DataError
 from .models import count_parameters, create_model, get_model_builder
 from .runtime import resolve_device, seed_everything
 from .training import SGDRecipe, accuracy, cross_entropy_loss, make_sgd, train_epochs
 
 log = logging.getLogger(__name__)
+
+MAX_EPOCHS = 10_000
+MAX_BATCH = 1 << 20
 
 # Chosen so the default conv4 teacher trains in minutes on two CPU cores.
 DEFAULT_RECIPES: dict[str, SGDRecipe] = {
@@ -61,6 +66,9 @@ def train_teacher(
     model_kwargs: dict[str, Any] | None = None,
 ) -> TeacherResult:
     """Train zoo model `model` on `dataset` with its default recipe; save it to `out` if given."""
+    check_training_options(epochs, batch_size, lr, seed)
+    if out:
+        check_output_path(out, "--out")
     seed_everything(seed)
     dev = resolve_device(device)
     get_model_builder(model)  # an unknown name fails before any data is read
@@ -72,6 +80,9 @@ def train_teacher(
     loader = TensorLoader(
         data.train, info, recipe.batch_size, shuffle=True, augment=recipe.augment, device=dev, seed=seed, drop_last=True
     )
+    if len(loader) == 0 or len(data.val) == 0:
+        raise DataError(f"{len(data.train)} training and {len(data.val)} validation images are too few to train "
+                        f"on in batches of {recipe.batch_size}: raise --limit or lower --batch-size")
     optimizer, scheduler = make_sgd(net, recipe, recipe.epochs * len(loader))
     log.info("training %s on %s: %s", model, dataset, recipe)
     train_epochs(
@@ -88,6 +99,18 @@ def train_teacher(
         }
         save_checkpoint(out, result.model, arch={"name": model, "kwargs": kwargs, "rewrites": []}, meta=meta)
     return result
+
+
+def check_training_options(epochs: Any, batch_size: Any, lr: Any, seed: Any) -> None:
+    """The recipe overrides a user gave, before any data is read: a NaN or negative step size, or
+    no epochs, would save a teacher that learned nothing."""
+    if epochs is not None:
+        check_whole("--epochs", epochs, 1, MAX_EPOCHS)
+    if batch_size is not None:
+        check_whole("--batch-size", batch_size, 1, MAX_BATCH)
+    if lr is not None:
+        check_real("--lr", lr, 0, open_low=True)
+    check_seed("--seed", seed)
 
 
 def dataset_meta(data: DataSplits) -> dict[str, Any]:

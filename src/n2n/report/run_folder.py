@@ -15,7 +15,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from ..files import atomic_save, atomic_write_text, temporary_sibling
+from ..files import atomic_save, atomic_write_text, naming, temporary_sibling
 from ..errors import N2NError, RunInUseError
 from ..policies import load_policy
 
@@ -98,6 +98,15 @@ class RunFolder:
     def best_dir(self) -> Path:
         return self.root / "state" / "best"
 
+    def remove_temporaries(self) -> None:
+        """Delete the temporaries (`.NAME.*.tmp`, see files.temporary_sibling) a killed run left
+        half-written: each was never renamed, so no file of the run is lost. Only the owner
+        may, since a live run's temporaries look the same."""
+        assert self._lock is not None, "remove_temporaries needs the folder's lock"
+        for folder in (self.root, self.root / "state", self.best_dir, self.policies_dir):
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
     # ---- SearchStore: what a killed run needs to continue --------------------------------
     def save_snapshot(self, snapshot: dict[str, Any]) -> None:
         atomic_save(snapshot, self.snapshot_path)
@@ -155,7 +164,7 @@ class RunFolder:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         # One short line per write, flushed and synced: a crash loses at most the line being written.
-        with open(self.metrics_path, "a") as stream:
+        with naming(self.metrics_path), open(self.metrics_path, "a") as stream:
             stream.write(json.dumps(record, default=str) + "\n")
             stream.flush()
             os.fsync(stream.fileno())

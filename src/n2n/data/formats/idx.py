@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -62,7 +63,7 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
     raw = _read_bytes(path)
     dims = _parse_header(raw, path, expected_ndim)
     header_size = 4 + 4 * len(dims)
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python ints: four 32-bit dimensions overflow numpy's int64
     actual = len(raw) - header_size
     if actual < expected:
         raise DataError(
