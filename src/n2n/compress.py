@@ -9,12 +9,12 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from .arch import count_flops, count_params
 from .baselines import BUILDERS as BASELINES
 from .baselines import run_baseline
 from .config import SearchConfig, from_dict, to_dict
+from .data.user import DataLike, check_label_range, tensor_pair
 from .distill.data import DistillData
 from .distill.trainer import distill
 from .errors import ConfigError, N2NError
@@ -24,8 +24,6 @@ from .search.state import ResumePoint, SearchStore
 from .training import accuracy
 
 log = logging.getLogger(__name__)
-
-DataLike = Dataset | tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -51,37 +49,15 @@ class CompressionResult:
         return self.final_stage.arch if self.final_stage else None
 
 
-def tensor_pair(data: DataLike, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) from a tensor pair or a map-style Dataset of (input, label) items."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
-        inputs, labels = data
-    elif isinstance(data, Dataset) and hasattr(data, "__len__"):
-        inputs, labels = stack_items(data, what)
-    else:
-        raise ConfigError(f"{what} must be a map-style torch Dataset or an (inputs, labels) pair of tensors "
-                          "(from n2n.load_dataset: n2n.as_tensors(data, split))")
-    if len(inputs) != len(labels) or len(labels) == 0:
-        raise ConfigError(f"{what}: {len(inputs)} inputs but {len(labels)} labels")
-    return inputs.float(), labels.long()
-
-
-def stack_items(data: Dataset, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
-    if not items:
-        raise ConfigError(f"{what} is empty")
-    if any(not isinstance(item, (tuple, list)) or len(item) != 2 for item in items):
-        raise ConfigError(f"{what} items must be (input, label) pairs")
-    return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
-
-
-def check_teacher_runs(teacher: nn.Module, example_input: torch.Tensor) -> None:
-    """Fail with one clear line when the data do not fit the teacher's input."""
+def check_teacher_runs(teacher: nn.Module, example_input: torch.Tensor) -> int:
+    """The teacher's number of outputs; one clear line when the data do not fit its input."""
     try:
         with torch.no_grad():
-            teacher.eval()(example_input)
+            logits = teacher.eval()(example_input)
     except RuntimeError as error:
         raise ConfigError(f"the teacher cannot read inputs of shape {tuple(example_input.shape[1:])} "
                           f"({str(error).splitlines()[0]})") from None
+    return int(logits.shape[-1])
 
 
 def compress(
@@ -103,7 +79,8 @@ def compress(
 ) -> CompressionResult:
     """Search a small student for `teacher` (stage 1 removes layers, stage 2 shrinks them).
 
-    Data are normalised inputs as the teacher expects them. `options` override fields of
+    Data are normalised inputs as the teacher expects them, each split a DataLoader, a Dataset or
+    an (inputs, labels) pair (read once per call: see n2n.data.user). `options` override fields of
     SearchConfig by name (e.g. epochs_per_stage=10, max_params=50_000). `crop_padding`,
     `hflip` and `crop_fill` (what the crop pads with, in the inputs' normalised units: a black
     pixel is -mean/std) describe the data's augmentation, used where a DistillConfig sets `augment`.
@@ -116,9 +93,9 @@ def compress(
         seed_everything(config.seed)
         dev = resolve_device(device)
         teacher = copy.deepcopy(teacher).to(dev).eval()  # the search's own copy, moved and switched freely
-        data, example_input = prepare_data(teacher, train_data, val_data, dev, crop_padding=crop_padding,
-                                           hflip=hflip, crop_fill=crop_fill)
         test = tensor_pair(test_data, "test_data") if test_data is not None else None
+        data, example_input = prepare_data(teacher, train_data, val_data, dev, test, crop_padding=crop_padding,
+                                           hflip=hflip, crop_fill=crop_fill)
         result = search_student(teacher, data, example_input, config, test, dev, on_record=on_record,
                                 progress=progress, store=store, resume=resume)
     result.example_input = example_input[:1].detach().cpu()
@@ -127,12 +104,17 @@ def compress(
 
 
 def prepare_data(teacher: nn.Module, train_data: DataLike, val_data: DataLike, device: torch.device,
+                 test: tuple[torch.Tensor, torch.Tensor] | None = None,
                  **augmentation: Any) -> tuple[DistillData, torch.Tensor]:
-    """The data on `device` with the teacher's logits attached, and one example input."""
+    """The data on `device` with the teacher's logits attached, and one example input; every
+    split's labels are checked against the teacher's outputs before its pass over the data."""
     train_x, train_y = tensor_pair(train_data, "train_data")
     val_x, val_y = tensor_pair(val_data, "val_data")
     example_input = train_x[:1].to(device)
-    check_teacher_runs(teacher, example_input)
+    classes = check_teacher_runs(teacher, example_input)
+    for what, labels in (("train_data", train_y), ("val_data", val_y), ("test_data", test[1] if test else None)):
+        if labels is not None:
+            check_label_range(labels, classes, what)
     data = DistillData(train_x, train_y, val_x, val_y, **augmentation)
     return data.to(device).attach_teacher(teacher), example_input
 
