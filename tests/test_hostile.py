@@ -445,3 +445,11 @@ def test_any_checkpoint_dict_loads_or_is_a_checkpoint_error(ws, tmp_path, change
         load_checkpoint(path)
     except N2NError:
         pass
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", pickle.dumps([1, 2])])
+def test_a_damaged_stored_child_is_trained_again_not_a_traceback(tmp_path, content):
+    folder = RunFolder(tmp_path)
+    folder.best_dir.mkdir(parents=True)
+    (folder.best_dir / "removal-e0-r1.pt").write_bytes(content)
+    assert folder.load_best("removal-e0-r1") is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import shutil
 import os
 from pathlib import Path
@@ -18,6 +19,8 @@ from torch import nn
 from ..files import atomic_save, atomic_write_text, naming, temporary_sibling
 from ..errors import N2NError, RunInUseError
 from ..policies import load_policy
+
+log = logging.getLogger(__name__)
 
 POLICY_FILES = {"removal": "removal.pt", "shrink": "shrink.pt"}
 LOCK_FILE = "run.lock"
@@ -117,8 +120,21 @@ class RunFolder:
         atomic_save(state_dict, self.best_dir / f"{key}.pt")
 
     def load_best(self, key: str) -> dict[str, Any] | None:
+        """The stored weights of child `key`; None where none are stored or the file is damaged
+        (empty, cut short, not weights), so the search trains the child again, as it would
+        had the run been killed before storing them."""
         path = self.best_dir / f"{key}.pt"
-        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a damaged file: torch raises many types
+            log.warning("%s is damaged (%s): the child is trained again", path, type(error).__name__)
+            return None
+        if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+            log.warning("%s holds no weights: the child is trained again", path)
+            return None
+        return weights
 
     def load_snapshot(self) -> dict[str, Any] | None:
         if not self.snapshot_path.is_file():
