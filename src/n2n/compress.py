@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .arch import count_flops, count_params
+from .arch.ignored import resolve_ignored
 from .baselines import BUILDERS as BASELINES
 from .baselines import run_baseline
 from .config import SearchConfig, from_dict, to_dict
@@ -93,6 +94,7 @@ def compress(
         seed_everything(config.seed)
         dev = resolve_device(device)
         teacher = copy.deepcopy(teacher).to(dev).eval()  # the search's own copy, moved and switched freely
+        resolve_ignored(teacher, config.ignored_layers)  # a name that is no layer: refused before the data are read
         test = tensor_pair(test_data, "test_data") if test_data is not None else None
         data, example_input = prepare_data(teacher, train_data, val_data, dev, test, crop_padding=crop_padding,
                                            hflip=hflip, crop_fill=crop_fill)

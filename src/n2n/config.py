@@ -77,6 +77,9 @@ class SearchConfig:
     shrink_policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(hidden_size=50, lr=0.1))
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     min_width: int = DEFAULT_MIN_WIDTH
+    # modules left exactly as they are (e.g. the classifier): never removed, never shrunk
+    ignored_layers: tuple[str, ...] = ()
+    round_to: int = 1  # kept widths are multiples of it (e.g. 8: unaligned widths can run slower)
     max_params: int | None = None
     max_flops: int | None = None
     compression: float | None = None  # at most teacher params / compression
@@ -107,6 +110,7 @@ class SearchConfig:
         for name in ("proxy", "final"):
             check_distill(name, getattr(self, name))
         self.check_budget()
+        self.check_pruning()
         self.check_executor()
         for name in ("policy_from", "student_model"):
             value = getattr(self, name)
@@ -151,6 +155,18 @@ class SearchConfig:
         if self.method == "prune" and self.max_params is None and self.compression is None:
             raise ConfigError("--method prune needs --max-params or --compression: the parameter budget "
                               "to prune the teacher to")
+
+    def check_pruning(self) -> None:
+        names = self.ignored_layers if isinstance(self.ignored_layers, tuple) else None
+        if names is None or not all(isinstance(name, str) and name.strip() for name in names):
+            raise ConfigError(f"ignored-layers must be module names (e.g. fc,layer4.1), got {self.ignored_layers!r}")
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or not 1 <= self.round_to <= 4096:
+            raise ConfigError(f"round-to must be a whole number from 1 to 4096, got {self.round_to!r}")
+
+    @property
+    def view_options(self) -> dict[str, Any]:
+        """What NetworkView.build takes of this config."""
+        return {"ignored_layers": self.ignored_layers, "round_to": self.round_to}
 
     def check_choices(self) -> None:
         """Every option with a fixed set of values holds one of them. Named as a config file

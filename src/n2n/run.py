@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .arch.ignored import resolve_ignored
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .checks import check_output_path
 from .compress import CompressionResult, compress
@@ -60,6 +61,7 @@ def compress_checkpoint(teacher_path: str | Path, out: str | Path, config: Searc
     data = load_dataset(name, data_dir, seed=config.seed, limit=limit)
     check_split_sizes(data, limit)
     check_fits(teacher.meta, data.info, teacher_path)
+    resolve_ignored(teacher.model, config.ignored_layers)
     if tensorboard:
         summary_writer_class()
     # only after every input was checked: nothing half-made; owned by this process until it returns

@@ -114,7 +114,7 @@ class _Sizer:
     @staticmethod
     def widest_scale(ratios: Sequence[float]) -> float:
         """The scale that gives every group its parent's width."""
-        return 1.0 / max(min(float(r) for r in ratios), NARROWEST)
+        return 1.0 / max(min((float(r) for r in ratios), default=1.0), NARROWEST)  # no groups: all fixed
 
     def narrowest_size(self, ratios: Sequence[float]) -> str:
         params, flops = self.size(self.widths(ratios, NARROWEST))

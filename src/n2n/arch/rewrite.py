@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from n2n.arch.dropout import make_dropout_live
 from n2n.arch.groups import CRITERIA, prune_groups
+from n2n.arch.ignored import check_untouched
 from n2n.arch.inplace import make_out_of_place
 from n2n.arch.measure import count_params, forward_with_macs
 from n2n.arch.resize import fit_to_inputs
@@ -75,7 +76,7 @@ def remove_layers(
     ``must_shrink=False`` accepts a child that is not smaller than its parent (a pooling layer
     removed alone widens the linear layer after it), for a caller that shrinks it further."""
     _check_init(init)
-    step = {"op": "remove", "remove": _plain_list(remove, bool)}
+    step = {"op": "remove", "remove": _plain_list(remove, bool), **view.options}
     try:
         _check_actions(model, view, remove, len(view.layers), "removal")
         chosen = [index for index, flag in enumerate(remove) if flag and view.plans[index] is not None]
@@ -128,7 +129,7 @@ def shrink_layers(
         raise ConfigError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}.")
     if isinstance(min_width, bool) or not isinstance(min_width, int) or min_width < 1:
         raise ConfigError(f"min_width must be a whole number >= 1, got {min_width!r}.")
-    step = {"op": "shrink", "ratios": _plain_list(ratios, float), "min_width": min_width}
+    step = {"op": "shrink", "ratios": _plain_list(ratios, float), "min_width": min_width, **view.options}
     try:
         _check_actions(model, view, ratios, len(view.groups), "shrink ratio")
         widths = [target_width(group.channels, ratio, min_width, group.multiple) for group, ratio in zip(view.groups, ratios)]
@@ -153,7 +154,7 @@ def rebuild(base: nn.Module, example_input: Tensor, rewrites: list[dict[str, Any
     """
     model = base
     for number, step in enumerate(rewrites, start=1):
-        view = NetworkView.build(model, example_input)
+        view = NetworkView.build(model, example_input, **_view_options(step))
         rewrite = _replay(model, view, step, number, example_input)
         if rewrite.child is None:
             raise CheckpointError(
@@ -175,6 +176,16 @@ def _replay(model: nn.Module, view: NetworkView, step: Any, number: int, example
     raise CheckpointError(
         f"Rewrite {number} must be {{'op': 'remove', 'remove': [...]}} or {{'op': 'shrink', 'ratios': [...]}}, got {step!r}."
     )
+
+
+def _view_options(step: Any) -> dict[str, Any]:
+    """The NetworkView.build keywords a recorded step was made with (ignored layers, round_to)."""
+    if not isinstance(step, dict):
+        return {}
+    options = {key: step[key] for key in ("ignored_layers", "round_to") if key in step}
+    if not isinstance(options.get("ignored_layers", []), list):
+        raise CheckpointError(f"A rewrite's ignored_layers must be a list of module names, got {step!r}.")
+    return options | ({"ignored_layers": tuple(options["ignored_layers"])} if "ignored_layers" in options else {})
 
 
 def _copy_training_modes(parent: nn.Module, child: nn.Module) -> None:
@@ -209,7 +220,8 @@ def _check_actions(model: nn.Module, view: NetworkView, actions: Sequence, expec
 
 def target_width(channels: int, ratio: Any, min_width: int, multiple: int = 1) -> int:
     """``max(min_width, round(ratio * channels))``, never wider, rounded up to a multiple of
-    ``multiple`` (a GroupNorm's num_groups must divide the width it normalises)."""
+    ``multiple``: the group's (see ShrinkGroup.multiple), the least common multiple of the num_groups
+    of its GroupNorms, which must divide the width they normalise, and the user's round_to."""
     try:
         ratio = float(ratio)
     except (TypeError, ValueError, RuntimeError):
@@ -245,6 +257,9 @@ def _accept(
     if not isinstance(output, Tensor) or tuple(output.shape[1:]) != view.output_shape:
         shape = tuple(output.shape[1:]) if isinstance(output, Tensor) else type(output).__name__
         raise _Rejected(f"output shape changed from {view.output_shape} to {shape}")
+    changed = check_untouched(parent, child, view.ignored)
+    if changed:
+        raise _Rejected(changed)
     _check_trains(child, example_input)
     if init == "scratch":
         _reinitialise(child)

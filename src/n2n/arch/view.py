@@ -11,6 +11,7 @@ per channel group.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -34,8 +35,9 @@ from n2n.arch.graph import (
     trace,
 )
 from n2n.arch.groups import GroupPlan, find_channel_groups
+from n2n.arch.ignored import resolve_ignored
 from n2n.arch.widths import width_blocker
-from n2n.errors import ModelError
+from n2n.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class ShrinkGroup:
 
     layers: tuple[str, ...]
     channels: int
-    multiple: int = 1  # kept widths are multiples of it (a GroupNorm's num_groups)
+    multiple: int = 1  # kept widths are multiples of it (a GroupNorm's num_groups, the user's round_to)
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,20 @@ class NetworkView:
     graph: fx.Graph = field(repr=False)
     output_shape: tuple[int, ...] = field(repr=False)
     fingerprint: tuple = field(repr=False)
+    ignored: frozenset[str] = field(default=frozenset(), repr=False)  # module names left as they are
+    options: dict = field(default_factory=dict, repr=False)  # the build's keywords, recorded in each rewrite
 
     @classmethod
-    def build(cls, model: nn.Module, example_input: Tensor) -> "NetworkView":
+    def build(cls, model: nn.Module, example_input: Tensor, *, ignored_layers: tuple[str, ...] = (),
+              round_to: int = 1) -> "NetworkView":
         """Trace ``model`` on ``example_input`` (a batch) and describe it; the model is not changed.
 
-        Raises ModelError when the model cannot be traced or fails on the input.
+        Modules named in ``ignored_layers`` (and those inside them) are neither removed nor
+        shrunk, nor are the channels they read; every kept width is a multiple of ``round_to``.
+        Raises ModelError when the model cannot be traced or fails on the input, ConfigError
+        for an ignored name that is no module of it.
         """
+        ignored, options = resolve_ignored(model, ignored_layers), _options(ignored_layers, round_to)
         module = trace(model)
         try:
             output = propagate_shapes(module, example_input)
@@ -136,10 +145,12 @@ class NetworkView:
         if not isinstance(output, Tensor):
             raise ModelError(f"{type(model).__name__} must return one tensor of logits, got {type(output).__name__}.")
         modules = dict(module.named_modules())
-        fixed = output_layers(module.graph, modules)
+        kept = _nodes_of(module.graph, ignored)
+        fixed = output_layers(module.graph, modules) | kept
         entries = _entries(module.graph, modules)
         layers = [_describe(entry, index, len(entries), modules, fixed) for index, entry in enumerate(entries)]
-        plans = [_removal_plan(entry, modules) if info.removable else None for entry, info in zip(entries, layers)]
+        plans = [_removal_plan(entry, modules) if info.removable and not _holds(entry, kept) else None
+                 for entry, info in zip(entries, layers)]
         layers = [_with_removable(info, plan is not None) for info, plan in zip(layers, plans)]
         order = {
             str(entry.node.target): index
@@ -147,7 +158,9 @@ class NetworkView:
             if entry.node is not None and entry.node.op == "call_module"
         }
         fixed_modules = {str(node.target) for node in module.graph.nodes if node.name in fixed}
-        group_plans = find_channel_groups(model, example_input, fixed_modules, order)
+        found = find_channel_groups(model, example_input, fixed_modules, order)
+        group_plans = [_rounded(plan, round_to) for plan in found
+                       if not any(op.module in ignored for op in plan.ops)]  # nor the channels they read
         return cls(
             layers=layers,
             groups=[ShrinkGroup(plan.layers, plan.channels, plan.multiple) for plan in group_plans],
@@ -156,6 +169,8 @@ class NetworkView:
             graph=copy.deepcopy(module.graph),  # no reference to the model's modules
             output_shape=tuple(output.shape[1:]),
             fingerprint=fingerprint(model),
+            ignored=ignored,
+            options=options,
         )
 
     def layer_states(self) -> Tensor:
@@ -188,6 +203,28 @@ def fingerprint(model: nn.Module) -> tuple:
     """Names and shapes of every parameter and buffer."""
     tensors = list(model.named_parameters()) + list(model.named_buffers())
     return tuple((name, tuple(tensor.shape)) for name, tensor in tensors)
+
+
+def _nodes_of(graph: fx.Graph, ignored: frozenset[str]) -> set[str]:
+    """The nodes that call an ignored module."""
+    return {node.name for node in graph.nodes if node.op == "call_module" and str(node.target) in ignored}
+
+
+def _holds(entry: _Entry, nodes: set[str]) -> bool:
+    """Whether removing ``entry`` (a residual block) would take one of ``nodes`` with it."""
+    return entry.block is not None and not nodes.isdisjoint(entry.block.inside)
+
+
+def _rounded(plan: GroupPlan, round_to: int) -> GroupPlan:
+    return plan if round_to == 1 else dataclasses.replace(plan, multiple=math.lcm(plan.multiple, round_to))
+
+
+def _options(ignored_layers: tuple[str, ...], round_to: int) -> dict:
+    """The build's keywords that differ from the defaults, as plain data for a rewrite's record."""
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise ConfigError(f"round_to must be a whole number of at least 1, got {round_to!r}")
+    options: dict = {"ignored_layers": list(ignored_layers)} if ignored_layers else {}
+    return options | ({"round_to": round_to} if round_to != 1 else {})
 
 
 def _entries(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[_Entry]:

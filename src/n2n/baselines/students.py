@@ -30,7 +30,7 @@ class Proposal:
 
 def uniform_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
     """The teacher with every layer at the same width ratio, one student per ratio below 1, from scratch."""
-    view = NetworkView.build(teacher, example_input)
+    view = NetworkView.build(teacher, example_input, **config.view_options)
     grid = sorted({float(r) for r in config.ratios if r < 1})
     return [Proposal(f"width x{ratio:g}", uniform_shrink(teacher, view, ratio, example_input, config, "scratch"))
             for ratio in grid]
@@ -38,7 +38,7 @@ def uniform_students(teacher: nn.Module, example_input: torch.Tensor, config: Se
 
 def pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
     """The widest uniform L1-norm pruning of the teacher within the budget (max_params, compression)."""
-    view = NetworkView.build(teacher, example_input)
+    view = NetworkView.build(teacher, example_input, **config.view_options)
     budget = budget_for(count_params(teacher), max_params=config.max_params, max_flops=config.max_flops,
                         compression=config.compression)
     rewrite = fit_to_budget(teacher, view, [1.0] * len(view.groups), example_input, budget, init="inherit",

@@ -175,7 +175,10 @@ class Search:
     # ---- one stage -------------------------------------------------------------------------
     def run_stage(self, index: int, stage: Stage, parent: nn.Module, rewrites: list[dict]) -> StageResult:
         cfg = self.config
-        view = NetworkView.build(parent, self.example_input)
+        view = NetworkView.build(parent, self.example_input, **cfg.view_options)
+        if stage.name == "shrinkage" and not view.groups:  # every group fixed, e.g. by ignored_layers
+            log.warning("the shrinkage stage is skipped: its parent has no channel group it may shrink")
+            return StageResult(stage.name, 0, 0, None)
         # a fresh policy's weights come from the global generator: seed it here, so a resumed
         # run builds the same policy whatever it did (or skipped) before this stage
         torch.manual_seed(cfg.seed * 7919 + index)

@@ -61,7 +61,8 @@ class RemovalStage:
             return rewrite, []
         # nothing removed: the parent shrunk to the budget is a child too (the teacher stays a candidate)
         base, steps = (parent, []) if rewrite.child is None else (rewrite.child, [rewrite.step])
-        base_view = view if rewrite.child is None else NetworkView.build(base, example_input)
+        base_view = view if rewrite.child is None else NetworkView.build(base, example_input,
+                                                                         **self.config.view_options)
         fitted = fit_to_budget(base, base_view, [1.0] * len(base_view.groups), example_input, self.budget,
                                init=self.config.init, min_width=self.config.min_width,
                                criterion=self.config.keep_channels)
