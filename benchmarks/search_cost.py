@@ -65,7 +65,7 @@ from n2n.training import NonFiniteLossError, accuracy, train_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEACHER = ROOT / "teachers" / "conv4-fashion-mnist.pt"
-DEFAULT_CONFIG = ROOT / "experiments" / "demo.yaml"
+DEFAULT_CONFIG = ROOT / "experiments" / "conv4-floor.yaml"
 # The reference protocol of the paper, as DistillConfig's docstring records it; the paper
 # names no batch size, so it is the project's
 REFERENCE = DistillConfig(loss="l2", epochs=5, subset=None, batch_size=128, lr=5e-4, weight_decay=5e-4)

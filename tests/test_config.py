@@ -1,18 +1,28 @@
 """Configuration: defaults from the method page, YAML round trip, clear errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from n2n.config import SearchConfig, dump_yaml, from_dict, load_yaml, to_dict
 from n2n.errors import ConfigError
 
 
-def test_defaults_follow_the_method_page():
+def test_defaults_follow_the_method_page_with_the_policy_steps_measured_for_10_epochs():
     config = SearchConfig()
-    assert config.rollouts == 5
-    assert (config.removal_policy.hidden_size, config.removal_policy.num_layers, config.removal_policy.lr) == (30, 2, 0.003)
-    assert (config.shrink_policy.hidden_size, config.shrink_policy.num_layers, config.shrink_policy.lr) == (50, 2, 0.1)
+    assert config.rollouts == 5 and config.epochs_per_stage == 10
+    assert (config.removal_policy.hidden_size, config.removal_policy.num_layers, config.removal_policy.lr) == (30, 2, 0.02)
+    assert (config.shrink_policy.hidden_size, config.shrink_policy.num_layers, config.shrink_policy.lr) == (50, 2, 0.03)
     assert config.ratios.count(0.5) == 5 and config.min_width == 10 and config.annealing_horizon == 15
+    assert (config.proxy.loss, config.final.loss, config.final.augment) == ("kd", "kd", True)
+
+
+def test_the_paper_settings_file_gives_the_method_pages_policies():
+    config = from_dict(SearchConfig, load_yaml(Path(__file__).parents[1] / "experiments" / "paper.yaml")).validate()
+    assert (config.removal_policy.lr, config.shrink_policy.lr, config.rollouts) == (0.003, 0.1, 5)
+    assert config.stage_rollouts("removal") == 5 and config.stage_horizon("removal") == 15
+    assert config.proxy.loss == config.final.loss == "l2"
 
 
 def test_a_stage_samples_its_own_rollouts_or_the_searchs():

@@ -30,8 +30,8 @@ def write(path: Path, text: str) -> Path:
 def test_the_experiment_files_are_listed_and_search_configs_are_not(in_repo):
     names = list_experiments()
     assert {"stage-curves", "algorithms", "policy-lr", "rollouts", "transfer", "reward-manifold",
-            "baselines"} <= set(names)
-    assert "demo" not in names and "cpu-budget" not in names
+            "baselines", "budget"} <= set(names)
+    assert not {"conv4-floor", "cpu-budget", "paper"} & set(names)
 
 
 def test_a_scale_deepens_the_search_options_and_replaces_the_rest(in_repo):
@@ -95,7 +95,7 @@ def test_the_reward_manifold_is_asymmetric_where_the_naive_one_is_not(in_repo, t
     assert "| 0.9 | 0.5 | 0.495 | 0.450 |" in (folder / "table.md").read_text()
 
 
-RUN_EXPERIMENTS = ["stage-curves", "algorithms", "policy-lr", "rollouts", "transfer", "baselines"]
+RUN_EXPERIMENTS = ["stage-curves", "algorithms", "policy-lr", "rollouts", "transfer", "baselines", "budget"]
 
 
 @pytest.mark.slow

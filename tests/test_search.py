@@ -242,7 +242,7 @@ def test_the_best_child_respects_a_loose_max_params():
     teacher = conv4_teacher()
     train, val = labelled_by(teacher)
     limit = int(0.6 * count_params(teacher))
-    result = compress(teacher, train, val, progress=False, max_params=limit, **FAST)
+    result = compress(teacher, train, val, progress=False, max_params=limit, reward="paper", **FAST)
     cands = candidates(result.history)
     assert any(r.valid and r.params > limit for r in cands), "the limit must bind for some child"
     for stage in result.stages:

@@ -3,7 +3,7 @@
     title: REINFORCE against actor-critic
     figure: paper Figs. 6 and 7
     teacher: teachers/conv4-fashion-mnist.pt
-    search: experiments/demo.yaml          # a search config file, or a mapping of options
+    search: experiments/conv4-floor.yaml          # a search config file, or a mapping of options
     overrides: {epochs_per_stage: 10}      # on top of `search` for every run
     variants: {reinforce: {}, actor-critic: {algorithm: actor-critic}}
     seeds: [0, 1, 2]
@@ -60,7 +60,7 @@ def find_experiment(name: str, folder: str | Path = "experiments") -> Path:
 
 
 def list_experiments(folder: str | Path = "experiments") -> list[str]:
-    """Names of the experiment files in `folder` (search configs such as demo.yaml are not experiments)."""
+    """Names of the experiment files in `folder` (search configs such as conv4-floor.yaml are not experiments)."""
     names = []
     for path in sorted(Path(folder).glob("*.yaml")):
         values = load_yaml(path)

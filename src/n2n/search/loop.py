@@ -189,8 +189,11 @@ class Search:
         result = StageResult(stage.name, cfg.epochs_per_stage, 0, policy)
         first_epoch = self.restore_stage(index, parent, rewrites, trainer, generator, result)
         rollouts = cfg.stage_rollouts(stage.name)
-        bar = tqdm(total=cfg.epochs_per_stage * rollouts, initial=first_epoch * rollouts,
-                   desc=f"stage {index + 1} {stage.name}", unit="child", disable=not self.progress)
+        # counts policy epochs, advanced by each child that trains: cache hits take no time, so
+        # counting them would make the remaining time look shorter or longer than it is
+        bar = tqdm(total=cfg.epochs_per_stage, initial=first_epoch, desc=f"stage {index + 1} {stage.name}",
+                   unit="epoch", bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}{postfix}]",
+                   disable=not self.progress)
         for epoch in range(first_epoch, cfg.epochs_per_stage):
             started = time.perf_counter()
             outputs = [stage.sample(policy, view, generator) for _ in range(rollouts)]
@@ -206,7 +209,8 @@ class Search:
             log.info("%s epoch %d/%d: mean reward %.3f, best %.3f (%s params, val accuracy %.2f%%)%s", stage.name,
                      epoch + 1, cfg.epochs_per_stage, summary.reward_mean, summary.best_reward,
                      f"{summary.best_params:,}", 100 * summary.best_val_accuracy, rejection_summary(records))
-            bar.set_postfix(best=f"{result.best.reward:.3f}" if result.best else "-", trained=result.candidates)
+            bar.n = epoch + 1
+            bar.set_postfix_str(progress_note(result))
         bar.close()
         return result
 
@@ -284,14 +288,9 @@ class Search:
                     bar: Any) -> list[CandidateRecord]:
         """The children that need training train together on the executor; then each is scored
         in rollout order, exactly as if they had been trained one after another."""
-        trained = {r.name: r for r in self.executor.run(self.jobs_for(children), on_result=lambda _: bar.update(1))}
-        in_batch = set(trained)
-        records = []
-        for child in children:
-            records.append(self.score(child, result, rewrites, trained))
-            if child.name not in in_batch:
-                bar.update(1)
-        return records
+        jobs = self.jobs_for(children)
+        trained = {r.name: r for r in self.executor.run(jobs, on_result=lambda _: bar.update(1 / len(jobs)))}
+        return [self.score(child, result, rewrites, trained) for child in children]
 
     def jobs_for(self, children: list[Child]) -> list[Job]:
         """One job per architecture of the epoch that is neither in the cache nor replayed from a killed run."""
@@ -424,6 +423,13 @@ def record_of(values: dict[str, Any]) -> Any:
     """A record back from its metrics.jsonl line."""
     kind = values.get("kind", "candidate")
     return RECORD_KINDS[kind](**{k: v for k, v in values.items() if k != "kind"})
+
+
+def progress_note(result: StageResult) -> str:
+    """The stage's best child so far and how many children it trained, for the progress bar."""
+    best = result.best
+    found = f"best {best.reward:.3f} ({best.params:,} params, {100 * best.val_accuracy:.2f}%)" if best else "none yet"
+    return f"{found}, {result.candidates} trained"
 
 
 def rejection_summary(records: list[CandidateRecord], shown: int = 3) -> str:
