@@ -35,9 +35,6 @@ class Stage(Protocol):
         """The child and the rewrites that make it from the parent (none when it is rejected)."""
 
 
-NO_REMOVAL = "removes no layer"
-
-
 @dataclass
 class RemovalStage:
     config: SearchConfig
@@ -52,23 +49,27 @@ class RemovalStage:
         return policy.act(view.layer_states(), view.removable_mask(), generator=generator)
 
     def apply(self, parent, view, actions, example_input):
-        # in budget mode a removal that leaves the size as it is (a pooling layer) is fitted like any
-        rewrite = remove_layers(parent, view, [bool(a) for a in actions.tolist()], example_input,
-                                init=self.config.init, must_shrink=self.budget is None)
-        if self.budget is None or (rewrite.child is not None and self.budget.fits(rewrite.params, rewrite.flops)):
+        remove = [bool(a) for a in actions.tolist()]
+        if self.budget is None:
+            rewrite = remove_layers(parent, view, remove, example_input, init=self.config.init)
             return rewrite, steps_of(rewrite)
-        if rewrite.child is None and not (rewrite.reason or "").startswith(NO_REMOVAL):
-            return rewrite, []
-        # nothing removed: the parent shrunk to the budget is a child too (the teacher stays a candidate)
-        base, steps = (parent, []) if rewrite.child is None else (rewrite.child, [rewrite.step])
-        base_view = view if rewrite.child is None else NetworkView.build(base, example_input,
-                                                                         **self.config.view_options)
+        return self.fitted_child(parent, view, remove, example_input)
+
+    def fitted_child(self, parent, view, remove, example_input):
+        """Budget mode: the parent with those layers removed (or none: the teacher stays a
+        candidate), shrunk uniformly to the budget. A removal that leaves the size as it is (a
+        pooling layer) makes a child like any other here, since the fit shrinks it."""
+        base, base_view, steps = parent, view, []
+        if any(flag and plan is not None for flag, plan in zip(remove, view.plans)):
+            removed = remove_layers(parent, view, remove, example_input, init=self.config.init, must_shrink=False)
+            if removed.child is None or self.budget.fits(removed.params, removed.flops):
+                return removed, steps_of(removed)
+            base, steps = removed.child, [removed.step]
+            base_view = NetworkView.build(base, example_input, **self.config.view_options)
         fitted = fit_to_budget(base, base_view, [1.0] * len(base_view.groups), example_input, self.budget,
                                init=self.config.init, min_width=self.config.min_width,
                                criterion=self.config.keep_channels)
-        if fitted.child is None:
-            return fitted, []
-        return fitted, steps + [fitted.step]
+        return fitted, steps + steps_of(fitted) if fitted.child is not None else []
 
 
 @dataclass
