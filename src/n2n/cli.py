@@ -8,7 +8,7 @@ import logging
 import pickle
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import yaml
 
@@ -169,10 +169,6 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # the value sets of the choice options, from the modules that own them (these import torch)
-    from .config import CHOICES, STAGES
-    from .export import FORMATS
-
     # --quiet/--verbose are accepted before or after the subcommand
     common = Parser(add_help=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
@@ -186,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list the data sets n2n can read").set_defaults(func=cmd_datasets)
     sub.add_parser("models", help="list the model zoo").set_defaults(func=cmd_models)
+    for add in (add_train_teacher, add_evaluate, add_export, add_compress, add_experiment, add_report):
+        add(sub)
+    return parser
 
+
+def add_train_teacher(sub: Any) -> None:
     train = sub.add_parser("train-teacher", help="train a zoo model on a data set and save it")
     train.add_argument("--model", required=True, help="zoo model name (see `n2n models`)")
     train.add_argument("--dataset", required=True, help="data set name (see `n2n datasets`)")
@@ -199,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(train)
     train.set_defaults(func=cmd_train_teacher)
 
+
+
+def add_evaluate(sub: Any) -> None:
     evaluate = sub.add_parser("evaluate", help="compare checkpoints: size, FLOPs, test accuracy, CPU latency")
     evaluate.add_argument("--model", required=True, nargs="+", help="checkpoint file(s); the first is the reference")
     evaluate.add_argument("--dataset", help="data set (default: the one each checkpoint was trained on)")
@@ -208,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     add_data_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+
+
+def add_export(sub: Any) -> None:
+    from .export import FORMATS  # imports torch
 
     export = sub.add_parser(
         "export", help="export a checkpoint to ONNX, TorchScript or an ExportedProgram and check it against PyTorch")
@@ -219,13 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.set_defaults(func=cmd_export)
 
+
+
+def add_compress(sub: Any) -> None:
+    # the value sets of the choice options, from the modules that own them (these import torch)
+    from .config import CHOICES, STAGES
+
     comp = sub.add_parser("compress", help="search a small student for a teacher checkpoint (N2N)")
     comp.add_argument("--teacher", help="teacher checkpoint (from `n2n train-teacher`)")
     comp.add_argument("--dataset", help="data set (default: the teacher's)")
     comp.add_argument("--out", help="run folder to create")
     comp.add_argument("--method", choices=CHOICES["method"],
                       help="n2n (default), or a baseline at the same scoring: random search over the same "
-                           "actions, uniform width scaling, L1 filter pruning to --max-params, plain kd")
+                           "actions, uniform width scaling, L1 filter pruning to the budget, plain kd")
     comp.add_argument("--student-model", help="--method kd: zoo model to distil into (default: the teacher's)")
     comp.add_argument("--student-width", type=float, help="--method kd: its width multiplier (default 0.4)")
     comp.add_argument("--stages", help=f"comma-separated, from {','.join(STAGES)} (default: all)")
@@ -267,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(comp)
     comp.set_defaults(func=cmd_compress)
 
+
+
+def add_experiment(sub: Any) -> None:
     experiment = sub.add_parser("experiment", help="run one of the paper's experiments (files in experiments/)")
     experiment.add_argument("name", nargs="?", help="experiment name or YAML file; none lists the experiments")
     experiment.add_argument("--scale", help="a scale the file defines (e.g. tiny, paper); default: its own")
@@ -275,10 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
     experiment.set_defaults(func=cmd_experiment)
 
+
+
+def add_report(sub: Any) -> None:
     report = sub.add_parser("report", help="rebuild the plots and report.md of a run from its metrics.jsonl")
     report.add_argument("run", help="run folder")
     report.set_defaults(func=cmd_report)
-    return parser
 
 
 class ProgressFriendlyHandler(logging.StreamHandler):
