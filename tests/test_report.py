@@ -11,7 +11,8 @@ from PIL import Image
 
 from n2n.errors import N2NError
 from n2n.report.plots import accuracy_vs_params_figure, compare_layers, make_plots, pareto_front
-from n2n.report.summary import load_run, read_metrics, rebuild_report, write_report
+from n2n.report.rebuild import rebuild_report
+from n2n.report.summary import load_run, read_metrics, write_report
 
 TEACHER = {"params": 200_000, "flops": 18_000_000, "val_accuracy": 0.90, "test_accuracy": 0.885}
 STUDENT = {"params": 25_000, "flops": 2_500_000, "val_accuracy": 0.87, "test_accuracy": 0.8612}

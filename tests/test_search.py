@@ -18,7 +18,7 @@ from n2n.distill.data import DistillData
 from n2n.errors import ConfigError, N2NError
 from n2n.models import create_model
 from n2n.policies import RemovalPolicy, ShrinkPolicy, save_policy
-from n2n.report.run_folder import POLICY_FILES
+from n2n.policies.io import POLICY_FILES
 from n2n.search import loop
 from n2n.search.loop import Search, StageResult
 from n2n.search.records import CandidateRecord, EpochRecord, TeacherRecord
@@ -90,9 +90,9 @@ class ViewSpy:
     built_on: list[nn.Module] = []
 
     @classmethod
-    def build(cls, model: nn.Module, example_input: torch.Tensor) -> NetworkView:
+    def build(cls, model: nn.Module, example_input: torch.Tensor, **options) -> NetworkView:
         cls.built_on.append(model)
-        return NetworkView.build(model, example_input)
+        return NetworkView.build(model, example_input, **options)
 
 
 # ---- the two-stage loop ------------------------------------------------------------------------

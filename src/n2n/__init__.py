@@ -10,7 +10,7 @@ The public API, by name:
     load_dataset(name, data_dir=None, ...), list_datasets()
     as_tensors(data, split), augmentation_options(data): a loaded data set as compress takes it
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from .compress import CompressionResult, compress  # noqa: E402

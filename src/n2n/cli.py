@@ -135,7 +135,7 @@ def print_summary(summary: dict, out: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report.summary import rebuild_report
+    from .report.rebuild import rebuild_report
 
     print(f"wrote {rebuild_report(args.run)} and its plots")
 

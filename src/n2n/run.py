@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .arch.ignored import resolve_ignored
 from .checkpoint import Checkpoint, check_fits, load_checkpoint, save_checkpoint
 from .checks import check_output_path
@@ -21,8 +21,9 @@ from .data import DataSplits, as_tensors, augmentation_options, load_dataset
 from .errors import N2NError
 from .policies import save_policy
 from .models import get_model_builder
-from .report.run_folder import DAMAGED_METRICS, POLICY_FILES, RunFolder, policy_for_stage
-from .report.summary import rebuild_report
+from .policies.io import POLICY_FILES, policy_for_stage
+from .report.run_folder import DAMAGED_METRICS, RunFolder
+from .report.rebuild import rebuild_report
 from .report.tensorboard import TensorBoardLogger, summary_writer_class
 from .runtime import resolve_device
 from .search.loop import POLICY_KIND, record_of

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
 from .checks import check_output_path, check_real, check_seed, check_whole
 from .compare import evaluate_loaded

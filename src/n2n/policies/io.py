@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from n2n.errors import CheckpointError
+from n2n.errors import CheckpointError, N2NError
 from n2n.policies.removal import RemovalPolicy
 from n2n.policies.shrink import ShrinkPolicy
 
@@ -17,6 +18,10 @@ logger = logging.getLogger(__name__)
 
 Policy = RemovalPolicy | ShrinkPolicy
 POLICY_KINDS: dict[str, type[nn.Module]] = {RemovalPolicy.kind: RemovalPolicy, ShrinkPolicy.kind: ShrinkPolicy}
+
+
+# a run folder keeps each stage's policy in policies/<this name>
+POLICY_FILES = {"removal": "removal.pt", "shrink": "shrink.pt"}
 
 
 def save_policy(path: str | os.PathLike[str], policy: Policy) -> None:
@@ -69,3 +74,18 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def policy_for_stage(source: str | Path, kind: str) -> nn.Module | None:
+    """The `kind` policy from a run folder (its policies/ subfolder) or a single policy file.
+
+    A single file serves only the stage of its own kind; the other stage starts fresh.
+    """
+    source = Path(source)
+    if source.is_dir():
+        path = source / "policies" / POLICY_FILES[kind]
+        return load_policy(path, kind=kind) if path.is_file() else None
+    if source.is_file():
+        policy = load_policy(source)
+        return policy if policy.kind == kind else None
+    raise N2NError(f"--policy-from {source} is neither a run folder nor a policy file")

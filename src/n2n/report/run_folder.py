@@ -18,11 +18,10 @@ from torch import nn
 
 from ..files import atomic_save, atomic_write_text, naming, temporary_sibling
 from ..errors import N2NError, RunInUseError
-from ..policies import load_policy
+from ..policies.io import POLICY_FILES
 
 log = logging.getLogger(__name__)
 
-POLICY_FILES = {"removal": "removal.pt", "shrink": "shrink.pt"}
 LOCK_FILE = "run.lock"
 DAMAGED_METRICS = "metrics.damaged.jsonl"
 
@@ -184,18 +183,3 @@ class RunFolder:
             stream.write(json.dumps(record, default=str) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
-
-
-def policy_for_stage(source: str | Path, kind: str) -> nn.Module | None:
-    """The `kind` policy from a run folder (its policies/ subfolder) or a single policy file.
-
-    A single file serves only the stage of its own kind; the other stage starts fresh.
-    """
-    source = Path(source)
-    if source.is_dir():
-        path = source / "policies" / POLICY_FILES[kind]
-        return load_policy(path, kind=kind) if path.is_file() else None
-    if source.is_file():
-        policy = load_policy(source)
-        return policy if policy.kind == kind else None
-    raise N2NError(f"--policy-from {source} is neither a run folder nor a policy file")

@@ -237,14 +237,6 @@ def write_report(run_dir: str | Path) -> Path:
     return path
 
 
-def rebuild_report(run_dir: str | Path) -> Path:
-    """Draw the plots and write report.md; works from metrics.jsonl alone when summary.json is missing."""
-    from .plots import make_plots  # matplotlib is loaded only when pictures are drawn
-
-    make_plots(run_dir)
-    return write_report(run_dir)
-
-
 def _title(run: RunData) -> str:
     lines = [f"# Compression run `{run.name}`"]
     teacher, dataset = run.setup.get("teacher"), run.setup.get("dataset") or (run.summary or {}).get("dataset")

@@ -24,7 +24,7 @@ from ..config import SearchConfig
 from ..distill.data import DistillData
 from ..distill.trainer import distill
 from ..errors import ConfigError, N2NError
-from ..report.run_folder import policy_for_stage
+from ..policies.io import policy_for_stage
 from ..training import accuracy
 from .cache import Score, ScoreCache
 from .executors import Job, JobResult, choose_executor, make_executor
