@@ -302,3 +302,18 @@ def test_tensorboard_without_the_package_is_one_clear_line(workspace, tmp_path, 
     err = run_error(compress_args(workspace, tmp_path / "run", "--tensorboard"), capsys)
     assert "pip install 'n2n[tensorboard]'" in err
     assert not (tmp_path / "run").exists()  # refused before anything was made
+
+
+def test_cli_compression_gives_a_student_within_the_budget_and_prune_meets_the_same(workspace, tmp_path, capsys):
+    for method in ("n2n", "prune"):
+        run = tmp_path / method
+        assert main(compress_args(workspace, run, "--compression", "3", "--method", method)) == 0
+        summary = json.loads((run / "summary.json").read_text())
+        limit = summary["teacher"]["params"] // 3
+        assert summary["student"]["params"] == count_params(load_checkpoint(run / "student.pt").model) <= limit
+        assert summary["config"]["compression"] == 3.0
+        if method == "n2n":  # every scored child was fitted to the budget and rewarded by its accuracy
+            scored = [line for line in metric_lines(run) if line["kind"] == "candidate" and line["valid"]]
+            teacher_acc = metric_lines(run)[0]["val_accuracy"]
+            assert scored and all(line["params"] <= limit for line in scored)
+            assert all(line["reward"] == pytest.approx(line["val_accuracy"] / teacher_acc) for line in scored)
