@@ -95,7 +95,8 @@ def test_the_reward_manifold_is_asymmetric_where_the_naive_one_is_not(in_repo, t
     assert "| 0.9 | 0.5 | 0.495 | 0.450 |" in (folder / "table.md").read_text()
 
 
-RUN_EXPERIMENTS = ["stage-curves", "algorithms", "policy-lr", "rollouts", "transfer", "baselines", "budget"]
+RUN_EXPERIMENTS = ["stage-curves", "algorithms", "policy-lr", "rollouts", "transfer", "baselines", "budget",
+                   "deep-vgg16", "deep-resnet18"]
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> None:
     result = train_teacher(
         args.model, args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         data_dir=args.data_dir, device=args.device, out=out, limit=args.limit, progress=not args.quiet,
+        model_kwargs=None if args.width is None else {"width_mult": args.width},
     )
     print(f"teacher {args.model} on {args.dataset}: {result.params:,} parameters, "
           f"val accuracy {result.val_accuracy:.2%}, test accuracy {result.test_accuracy:.2%}")
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_train_teacher(sub: Any) -> None:
     train = sub.add_parser("train-teacher", help="train a zoo model on a data set and save it")
     train.add_argument("--model", required=True, help="zoo model name (see `n2n models`)")
+    train.add_argument("--width", type=float, help="width multiplier of the zoo model (default 1: its full width)")
     train.add_argument("--dataset", required=True, help="data set name (see `n2n datasets`)")
     train.add_argument("--out", required=True, help="checkpoint file to write")
     train.add_argument("--epochs", type=int, help="training epochs (default: the data set's recipe)")
