@@ -367,3 +367,22 @@ def test_the_final_distillation_augments_as_compress_does(fashion_mnist_root):
     # Fashion-MNIST's crop and flip, the crops padded with black (mean 0.2860, std 0.3530), as `n2n compress`
     assert data.crop_padding == 2 and data.hflip
     assert data.crop_fill == pytest.approx((-0.2860 / 0.3530,))
+
+
+@pytest.mark.slow
+def test_final_distill_gives_a_kept_child_the_student_compress_reported(tmp_path, capsys):
+    from clihelpers import make_compress_workspace
+
+    from test_compress import FAST
+
+    workspace = make_compress_workspace(tmp_path, FAST)
+    run = workspace["run"]
+    summary = json.loads((run / "summary.json").read_text())
+    kept = next(run.glob(f"stage*-{summary['stages'][-1]['name']}.pt"))
+    capsys.readouterr()
+    load_benchmark("final_distill").main([str(kept), "--teacher", str(workspace["teacher"]), "--config",
+                                          str(workspace["config"]), "--data-dir", str(workspace["mnist"])])
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == f"{summary['student']['params']:,}"
+    assert cells[4] == f"{100 * summary['student']['test_accuracy']:.2f} %"
