@@ -126,12 +126,15 @@ def test_read_metrics_skips_a_torn_last_line(tmp_path: Path, caplog: pytest.LogC
     assert f"line {len(lines) + 1}" in caplog.text and "cut short" in caplog.text
 
 
-def test_read_metrics_skips_a_broken_middle_line_and_blank_lines(tmp_path: Path) -> None:
+def test_read_metrics_skips_broken_or_mistyped_lines_and_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"kind": "epoch", "stage": "removal", "epoch": 0}\n\n[1, 2]\n{"kind": "teacher"}\n')
+    good = candidate("removal", 0, 0, 9_000, 0.8)
+    teacher = metrics_lines()[0]
+    lines = [good, None, [1, 2], {**good, "params": "many"}, {**good, "epoch": True}, {"kind": "teacher"}, teacher]
+    path.write_text("\n".join("" if line is None else json.dumps(line) for line in lines) + "\n")
     records, dropped = read_metrics(path)
-    assert [r["kind"] for r in records] == ["epoch", "teacher"]
-    assert dropped == [3]
+    assert records == [good, teacher]
+    assert dropped == [3, 4, 5, 6]
 
 
 def test_missing_folder_or_metrics_is_a_clear_error(tmp_path: Path) -> None:
@@ -260,3 +263,15 @@ def test_without_teacher_size_compression_is_unknown(tmp_path: Path) -> None:
     assert len(paths) == 3
     text = write_report(tmp_path).read_text()
     assert "Compression: unknown" in text
+
+
+def test_the_cli_report_of_a_run_with_mistyped_lines_skips_them_and_says_so(run_dir: Path, capsys) -> None:
+    from n2n.cli import main
+
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    broken = json.loads(lines[1])
+    lines[1] = json.dumps({**broken, "params": "many", "val_accuracy": None})  # valid JSON, wrong types
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["--quiet", "report", str(run_dir)]) == 0
+    assert "line(s) 2 could not be read" in (run_dir / "report.md").read_text()
+    assert "Traceback" not in capsys.readouterr().err

@@ -27,6 +27,7 @@ from .report.rebuild import rebuild_report
 from .report.tensorboard import TensorBoardLogger, summary_writer_class
 from .runtime import resolve_device
 from .search.loop import POLICY_KIND, record_of
+from .search.records import well_formed
 from .search.state import ResumePoint, record_identity, split_at_snapshot
 from .student import student_arch
 from .teacher import dataset_meta
@@ -193,28 +194,14 @@ def sort_metric_lines(lines: list[bytes]) -> tuple[dict[int, dict[str, Any]], li
     return kept, aside
 
 
-# What a replayed candidate's score is made of: numbers, whatever else a line holds.
-SCORE_FIELDS = ("reward", "params", "flops", "val_accuracy", "seconds")
-
-
 def usable_record(line: bytes) -> dict[str, Any] | None:
     """The record a metrics line holds, or None where it is damaged (cut short, not JSON, not
-    a record of a known kind with every field, a candidate without numbers for its score)."""
+    a record of a known kind with every field of its type)."""
     try:
         record = json.loads(line)
     except ValueError:  # bytes that are no text, too
         return None
-    if not isinstance(record, dict) or record_identity(record) is None:
-        return None
-    try:
-        record_of(record)
-    except TypeError:  # a field missing, or one no record has
-        return None
-    if record["kind"] == "candidate" and not (
-            isinstance(record["valid"], bool)
-            and all(isinstance(record[k], (int, float)) and not isinstance(record[k], bool) for k in SCORE_FIELDS)):
-        return None
-    return record
+    return record if well_formed(record) and record_identity(record) is not None else None
 
 
 def execute(folder: RunFolder, teacher: Checkpoint, data: DataSplits, config: SearchConfig, device: str | None,

@@ -16,6 +16,7 @@ import yaml
 
 from ..errors import N2NError
 from ..files import atomic_write_text
+from ..search.records import well_formed
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,14 @@ def read_metrics(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
             record = json.loads(line)
         except json.JSONDecodeError:
             record = None
-        if isinstance(record, dict):
+        if well_formed(record):
             records.append(record)
             continue
         dropped.append(number)
-        if number == last:
+        if number == last and record is None:
             log.warning("%s: line %d is cut short (the run stopped while writing it); skipped", path, number)
         else:
-            log.warning("%s: line %d is not a JSON object; skipped", path, number)
+            log.warning("%s: line %d is no record a run writes (damaged); skipped", path, number)
     return records, dropped
 
 

@@ -28,7 +28,7 @@ from ..policies.io import policy_for_stage
 from ..training import accuracy
 from .cache import Score, ScoreCache
 from .executors import Job, JobResult, choose_executor, make_executor
-from .records import CandidateRecord, EpochRecord, TeacherRecord
+from .records import RECORD_KINDS, CandidateRecord, EpochRecord, TeacherRecord
 from .reinforce import PolicyTrainer
 from .reward import INVALID_REWARD, Constraints, reward
 from .stages import Stage, make_stage
@@ -414,9 +414,6 @@ class Search:
         self.history.append(record)
         self.on_record(record)
         return record
-
-
-RECORD_KINDS = {"candidate": CandidateRecord, "epoch": EpochRecord, "teacher": TeacherRecord}
 
 
 def record_of(values: dict[str, Any]) -> Any:

@@ -1,7 +1,7 @@
 """What the search writes down: one record per scored candidate and per policy epoch."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 
@@ -46,3 +46,29 @@ class TeacherRecord:
     flops: int
     val_accuracy: float
     kind: str = field(default="teacher", init=False)
+
+
+RECORD_KINDS = {"candidate": CandidateRecord, "epoch": EpochRecord, "teacher": TeacherRecord}
+# The JSON values a field of each annotation may hold: a bool is no number here, though
+# Python counts it as one.
+_JSON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+               "str | None": (str, type(None)), "list[Any]": (list,)}
+
+
+def well_formed(values: Any) -> bool:
+    """Whether a metrics line's JSON is a record of a known kind: every field it needs, no
+    field it does not know, each of its type. Anything else is a damaged line."""
+    if not isinstance(values, dict) or values.get("kind") not in RECORD_KINDS:
+        return False
+    known = {f.name: f for f in fields(RECORD_KINDS[values["kind"]])}
+    if set(values) - set(known):
+        return False
+    for name, spec in known.items():
+        if name not in values:
+            if spec.default is MISSING and spec.default_factory is MISSING:
+                return False
+            continue
+        value, allowed = values[name], _JSON_TYPES.get(spec.type, (object,))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            return False
+    return True
