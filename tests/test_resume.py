@@ -303,3 +303,24 @@ def test_a_damaged_line_before_the_snapshot_makes_no_child_train_twice(setting, 
     student = torch.load(out / "student.pt", weights_only=True)["state_dict"]
     expected = torch.load(setting["reference"] / "student.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(student[k], expected[k]) for k in expected)
+
+
+@pytest.fixture(scope="module")
+def budget_mode(setting, tmp_path_factory) -> dict[str, Path]:
+    """The same teacher and data, searched in budget mode (a third of the teacher's parameters)."""
+    root = tmp_path_factory.mktemp("resume-budget-mode")
+    paths = {**setting, "config": root / "budget-mode.yaml", "reference": root / "reference"}
+    paths["config"].write_text(yaml.safe_dump({**BUDGET, "compression": 3}))
+    assert run_cli(compress_args(paths, paths["reference"])).returncode == 0
+    return paths
+
+
+@pytest.mark.slow
+def test_a_killed_budget_mode_run_resumes_to_the_same_result(budget_mode, tmp_path):
+    out = tmp_path / "run"
+    kill_after(budget_mode, out, 11)  # in the shrinking stage, whose parent a resume rebuilds
+    result = run_cli(["compress", "--quiet", "--resume", str(out)])
+    assert result.returncode == 0, result.stderr
+    assert_same_result(out, budget_mode["reference"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["student"]["params"] <= summary["teacher"]["params"] // 3
