@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from torch import Tensor, nn
 
@@ -53,6 +53,12 @@ def budget_for(teacher_params: int, *, max_params: int | None = None, max_flops:
     if max_params is None and max_flops is None:
         return None
     return Budget(max_params, max_flops)
+
+
+def budget_of(config: Any, teacher_params: int) -> Budget | None:
+    """The budget a search configuration (its max_params, max_flops, compression) sets."""
+    return budget_for(teacher_params, max_params=config.max_params, max_flops=config.max_flops,
+                      compression=config.compression)
 
 
 def fit_to_budget(parent: nn.Module, view: NetworkView, ratios: Sequence[float], example_input: Tensor,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..arch import NetworkView, Rewrite, count_flops, count_params, shrink_layers
-from ..arch.budget import budget_for, fit_to_budget
+from ..arch.budget import budget_of, fit_to_budget
 from ..config import SearchConfig
 from ..errors import ConfigError, ModelError
 from ..models import create_model, model_spec
@@ -39,8 +39,7 @@ def uniform_students(teacher: nn.Module, example_input: torch.Tensor, config: Se
 def pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
     """The widest uniform L1-norm pruning of the teacher within the budget (max_params, compression)."""
     view = NetworkView.build(teacher, example_input, **config.view_options)
-    budget = budget_for(count_params(teacher), max_params=config.max_params, max_flops=config.max_flops,
-                        compression=config.compression)
+    budget = budget_of(config, count_params(teacher))
     rewrite = fit_to_budget(teacher, view, [1.0] * len(view.groups), example_input, budget, init="inherit",
                             min_width=config.min_width, criterion="l1")
     if rewrite.child is None:

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..arch import NetworkView, arch_signature, count_flops, count_params, rebuild
-from ..arch.budget import Budget, budget_for
+from ..arch.budget import Budget, budget_of
 from ..config import SearchConfig
 from ..distill.data import DistillData
 from ..distill.trainer import distill
@@ -121,8 +121,7 @@ class Search:
         if self.teacher_stats.val_accuracy <= 0:
             raise N2NError("the teacher gets no validation image right, so no student can be scored against it: "
                            "check that the teacher and the data set belong together")
-        limits = budget_for(self.teacher_stats.params, max_params=config.max_params, max_flops=config.max_flops,
-                            compression=config.compression) or Budget()
+        limits = budget_of(config, self.teacher_stats.params) or Budget()
         self.constraints = Constraints(limits.max_params, limits.max_flops, config.min_accuracy)
         # budget mode: every child is brought inside the limits instead of being penalised for them
         self.budget: Budget | None = limits if config.reward_kind == "accuracy" else None

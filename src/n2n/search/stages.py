@@ -69,7 +69,9 @@ class RemovalStage:
         fitted = fit_to_budget(base, base_view, [1.0] * len(base_view.groups), example_input, self.budget,
                                init=self.config.init, min_width=self.config.min_width,
                                criterion=self.config.keep_channels)
-        return fitted, steps + steps_of(fitted) if fitted.child is not None else []
+        if fitted.child is None:
+            return fitted, []
+        return fitted, [*steps, fitted.step]
 
 
 @dataclass
