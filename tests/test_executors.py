@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import pytest
 import torch
@@ -14,8 +15,10 @@ from n2n.config import SearchConfig, from_dict
 from n2n.distill.data import DistillData
 from n2n.errors import ConfigError
 from n2n.models import create_model
-from n2n.search.executors import KILL_HOOK, Job, choose_executor
+from n2n.search.executors import Job, choose_executor
 from n2n.search.executors import process as process_executor
+from n2n.search.executors import retry
+from n2n.search.executors.jobs import to_bytes
 from n2n.search.executors.retry import Attempts, WorkerError
 from n2n.search.loop import Search
 from n2n.search.records import CandidateRecord
@@ -108,11 +111,34 @@ def test_workers_score_every_child_as_inline_does(inline, pool):
     assert all(torch.equal(weights[k], v) for k, v in reference.best_child.state_dict().items())
 
 
+class KillOnLoad:
+    """Unpickled by a worker in place of a job, it kills that worker with SIGKILL, as the kernel's
+    out-of-memory killer would."""
+
+    def __reduce__(self):
+        return signal.raise_signal, (int(signal.SIGKILL),)
+
+
+def kill_workers_of(monkeypatch, deaths: dict[str, int]) -> None:
+    """The worker given job NAME dies on its first deaths[NAME] attempts: the searching process
+    sends it a payload that kills it instead of the job, whichever executor runs the pool."""
+    poison, next_attempt = to_bytes(KillOnLoad()), Attempts.next
+
+    def next_with_deaths(attempts: Attempts) -> tuple[int, int]:
+        index, attempt = next_attempt(attempts)
+        clean = attempts.__dict__.setdefault("clean", list(attempts.packed))
+        dies = attempt <= deaths.get(attempts.jobs[index].name, 0)
+        attempts.packed[index] = poison if dies else clean[index]
+        return index, attempt
+
+    monkeypatch.setattr(retry.Attempts, "next", next_with_deaths)
+
+
 def test_a_killed_worker_costs_its_candidate_one_retry(inline, pool, monkeypatch, caplog):
     # the first trained child dies once, a child of the last epoch on both attempts: only that one
     # changes, so every record before it matches the inline run
     once, twice = trained_names(inline, 0)[0], trained_names(inline, 1)[-1]
-    monkeypatch.setenv(KILL_HOOK, f"{once}:1,{twice}:2")
+    kill_workers_of(monkeypatch, {once: 1, twice: 2})
     with caplog.at_level(logging.WARNING, logger="n2n.search.executors"):
         found = search(**pool)
     expected, got = candidates(inline), candidates(found)

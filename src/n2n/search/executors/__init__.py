@@ -11,7 +11,7 @@ import torch
 from ...distill.data import DistillData
 from ...distill.trainer import distill
 from .inline import InlineExecutor
-from .jobs import KILL_HOOK, Job, JobResult
+from .jobs import Job, JobResult
 
 EXECUTORS = ("inline", "process", "ray")
 EXECUTOR_CHOICES = ("auto", *EXECUTORS)  # auto: choose_executor picks one for the device
@@ -69,4 +69,4 @@ def make_executor(name: str, data: DistillData, *, workers: int = 1, ray_address
     return InlineExecutor(data, train)
 
 
-__all__ = ["KILL_HOOK", "Executor", "ExecutorChoice", "Job", "JobResult", "choose_executor", "make_executor"]
+__all__ = ["Executor", "ExecutorChoice", "Job", "JobResult", "choose_executor", "make_executor"]

@@ -10,8 +10,6 @@ and `map_location` lets a CPU-only worker read a child built on a GPU.
 from __future__ import annotations
 
 import io
-import os
-import signal
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -23,17 +21,11 @@ from ...distill.data import DistillData
 from ...distill.trainer import DistillConfig, distill
 from ...training import NonFiniteLossError
 
-# Fault injection, for tests only: "removal-e0-r1:1,removal-e0-r2:2" makes the worker running
-# job removal-e0-r1 kill itself on its first attempt, and removal-e0-r2 on its first two.
-# Read in the searching process and sent with each attempt, so it needs no worker environment.
-KILL_HOOK = "N2N_TEST_KILL_WORKER"
-
-
 @dataclass
 class Job:
     """One child to distil and score; everything a worker needs besides the data it holds."""
 
-    name: str  # the candidate's key (e.g. removal-e0-r2): names the job in logs and in the fault hook
+    name: str  # the candidate's key (e.g. removal-e0-r2): names the job in logs
     child: nn.Module
     config: DistillConfig
     seed: int
@@ -62,28 +54,16 @@ def run_job(job: Job, data: DistillData, train: Callable[..., Any] = distill) ->
     return JobResult(job.name, outcome.val_accuracy, outcome.seconds, job.child.state_dict())
 
 
-def run_attempt(job_bytes: bytes, attempt: int, data: DistillData, fault_hook: str) -> tuple[str, Any]:
+def run_attempt(job_bytes: bytes, data: DistillData) -> tuple[str, Any]:
     """A worker's side of one attempt: ("result", result bytes), ("failed", why it could not train)
     or ("raised", the traceback of an error in the training itself)."""
     job = from_bytes(job_bytes, data.train_images.device)
-    die_if_asked(fault_hook, job.name, attempt)
     try:
         return "result", to_bytes(run_job(job, data))
     except torch.cuda.OutOfMemoryError as error:  # a resource failure like a killed worker: worth one more try
         return "failed", f"out of memory: {str(error).splitlines()[0]}"
     except Exception:  # a bug, not bad luck: the search stops on it as it would inline
         return "raised", traceback.format_exc()
-
-
-def die_if_asked(fault_hook: str, name: str, attempt: int) -> None:
-    for entry in filter(None, fault_hook.split(",")):
-        job, _, attempts = entry.partition(":")
-        if job == name and attempt <= int(attempts or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def fault_hook() -> str:
-    return os.environ.get(KILL_HOOK, "")
 
 
 def to_bytes(value: Any) -> bytes:

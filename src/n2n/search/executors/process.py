@@ -31,12 +31,11 @@ def worker_devices(device: str, workers: int, gpus: int) -> list[str]:
 
 
 def serve(connection: Connection, device: str, threads: int) -> None:
-    """A worker process: receive the data once, then answer each (job, attempt, fault hook) until None."""
+    """A worker process: receive the data once, then answer each job until None."""
     torch.set_num_threads(threads)
     data = from_bytes(connection.recv_bytes(), device)
-    while (message := connection.recv()) is not None:
-        job_bytes, attempt, hook = message
-        connection.send(run_attempt(job_bytes, attempt, data, hook))
+    while (job_bytes := connection.recv()) is not None:
+        connection.send(run_attempt(job_bytes, data))
 
 
 class Worker:
@@ -55,10 +54,10 @@ class Worker:
             pass
         return self
 
-    def give(self, index: int, attempt: int, job_bytes: bytes, hook: str) -> None:
+    def give(self, index: int, attempt: int, job_bytes: bytes) -> None:
         self.task = (index, attempt)
         try:
-            self.connection.send((job_bytes, attempt, hook))
+            self.connection.send(job_bytes)
         except OSError:  # died while idle: collect() reports it
             pass
 
@@ -119,7 +118,7 @@ class ProcessExecutor:
             for worker in self.pool:
                 if worker.task is None and attempts.waiting:
                     index, attempt = attempts.next()
-                    worker.give(index, attempt, attempts.packed[index], attempts.hook)
+                    worker.give(index, attempt, attempts.packed[index])
             for slot, kind, payload in self.answers():
                 index, attempt = self.pool[slot].task
                 self.pool[slot].task = None

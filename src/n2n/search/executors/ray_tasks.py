@@ -21,8 +21,7 @@ from .retry import Attempts
 _DATA: dict[str, DistillData] = {}  # in a Ray worker: the search's data, by object id
 
 
-def train_on_worker(data_refs: list[Any], job_bytes: bytes, attempt: int, hook: str, threads: int,
-                    use_gpu: bool) -> tuple[str, Any]:
+def train_on_worker(data_refs: list[Any], job_bytes: bytes, threads: int, use_gpu: bool) -> tuple[str, Any]:
     """One attempt, run by a Ray worker. The data come as a reference inside a list, which Ray leaves
     unresolved, so that the worker fetches them only the first time."""
     import ray
@@ -33,7 +32,7 @@ def train_on_worker(data_refs: list[Any], job_bytes: bytes, attempt: int, hook: 
         _DATA.clear()  # another search's data: not needed any more
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         _DATA[key] = ray.get(data_refs[0]).to(device)
-    return run_attempt(job_bytes, attempt, _DATA[key], hook)
+    return run_attempt(job_bytes, _DATA[key])
 
 
 class RayExecutor:
@@ -71,8 +70,7 @@ class RayExecutor:
         while attempts.waiting or running:
             while attempts.waiting and len(running) < self.workers:
                 index, attempt = attempts.next()
-                ref = self.task.remote(self.data_refs, attempts.packed[index], attempt, attempts.hook, self.cpus,
-                                       self.gpus > 0)
+                ref = self.task.remote(self.data_refs, attempts.packed[index], self.cpus, self.gpus > 0)
                 running[ref] = (index, attempt)
             done, _ = self.ray.wait(list(running), num_returns=1)
             for ref in done:

@@ -10,7 +10,7 @@ import logging
 from collections import deque
 from typing import Any, Callable
 
-from .jobs import Job, JobResult, fault_hook, from_bytes, to_bytes
+from .jobs import Job, JobResult, from_bytes, to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,7 @@ class WorkerError(RuntimeError):
 class Attempts:
     def __init__(self, jobs: list[Job], on_result: Callable[[JobResult], None] | None) -> None:
         self.jobs, self.on_result = jobs, on_result
-        # what every attempt sends to a worker: the job as bytes, and the test-only fault hook
-        self.packed, self.hook = [to_bytes(job) for job in jobs], fault_hook()
+        self.packed = [to_bytes(job) for job in jobs]  # what every attempt sends to a worker
         self.results: list[JobResult | None] = [None] * len(jobs)
         self.waiting = deque((index, 1) for index in range(len(jobs)))  # (job index, attempt number)
 
