@@ -284,11 +284,9 @@ def test_policy_gradient_teaches_shrink_policy_the_rewarded_ratio(algorithm):
     policy = ShrinkPolicy(state_dim=4, hidden_size=16, value_head=algorithm == "actor-critic")
     trainer = PolicyTrainer(policy, lr=0.02, algorithm=algorithm)
     states = torch.randn(5, 5, 4)
-    states_list = list(states)
     for _ in range(100):
-        with torch.no_grad():
-            actions = list(policy.act(states).actions)
-        rewards = [a.eq(target).float().mean().item() for a in actions]
-        trainer.update_from(states_list, None, actions, rewards)
+        outputs = policy.act(states)
+        rewards = [a.eq(target).float().mean().item() for a in outputs.actions]
+        trainer.update(outputs, rewards)
     greedy = policy.act(states, greedy=True).actions
     assert greedy.eq(target).all()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,7 +117,7 @@ class PolicyTrainer:
         if not log_probs.requires_grad:
             raise ValueError(
                 "the policy outputs carry no gradient (sampled under torch.no_grad?); "
-                "use update_from(states, masks, actions, rewards) to re-score them."
+                "sample the rollouts with gradients enabled."
             )
         reward_values = _reward_tensor(rewards)
         if reward_values.numel() != log_probs.numel():
@@ -145,44 +144,6 @@ class PolicyTrainer:
             metrics["value/mean"] = float(values.detach().mean())
         logger.debug("policy update %d: %s", self.steps, metrics)
         return metrics
-
-    def update_from(
-        self,
-        states_list: Sequence[Tensor],
-        masks_list: Sequence[Tensor | None] | None,
-        actions_list: Sequence[Tensor],
-        rewards: Sequence[float],
-    ) -> dict[str, float]:
-        """Re-score stored rollouts with the current policy, then take one step.
-
-        Rollouts of equal length are scored in one batched call. ``masks_list`` (or
-        any of its items) may be None: every step counts.
-        """
-        if masks_list is None:
-            masks_list = [None] * len(states_list)
-        if not len(states_list) == len(masks_list) == len(actions_list) == len(rewards):
-            raise ValueError("states_list, masks_list, actions_list and rewards must have one item per rollout.")
-        return self.update(self._rescore(states_list, masks_list, actions_list), rewards)
-
-    def _rescore(
-        self,
-        states_list: Sequence[Tensor],
-        masks_list: Sequence[Tensor | None],
-        actions_list: Sequence[Tensor],
-    ) -> list[PolicyOutput]:
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for index, states in enumerate(states_list):
-            by_length[int(states.shape[0])].append(index)
-        scored: list[PolicyOutput | None] = [None] * len(states_list)
-        for indices in by_length.values():
-            states = torch.stack([states_list[i] for i in indices])
-            masks = torch.stack([_full_mask(masks_list[i], states_list[i]) for i in indices])
-            actions = torch.stack([torch.as_tensor(actions_list[i]) for i in indices])
-            batch = self.policy.act(states, mask=masks, actions=actions)
-            for row, index in enumerate(indices):
-                value = None if batch.value is None else batch.value[row]
-                scored[index] = PolicyOutput(batch.actions[row], batch.log_prob[row], batch.entropy[row], value)
-        return scored
 
     def _step(self, loss: Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
@@ -237,12 +198,6 @@ def _reward_tensor(rewards: Sequence[float]) -> Tensor:
     if not bool(torch.isfinite(values).all()):
         raise ValueError(f"rewards must be finite numbers, got {values.tolist()}.")
     return values
-
-
-def _full_mask(mask: Tensor | None, states: Tensor) -> Tensor:
-    if mask is None:
-        return torch.ones(states.shape[0], dtype=torch.bool)
-    return torch.as_tensor(mask, dtype=torch.bool)
 
 
 def _entropy_bonus(entropies: Tensor | None, entropy_coef: float) -> Tensor | float:
