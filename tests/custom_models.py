@@ -302,10 +302,94 @@ class SEResNet(nn.Module):
         return self.fc(x)
 
 
+class DenseLayer(nn.Module):
+    """torchvision's DenseNet layer (BN, ReLU, 1x1 bottleneck of 4 x growth, BN, ReLU, 3x3) whose
+    output is concatenated to its input."""
+
+    def __init__(self, in_channels: int, growth: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.BatchNorm2d(in_channels), nn.Conv2d(in_channels, 4 * growth, 1, bias=False)
+        self.norm2, self.conv2 = nn.BatchNorm2d(4 * growth), nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv1(F.relu(self.norm1(x), inplace=True))
+        out = self.conv2(F.relu(self.norm2(out), inplace=True))
+        return torch.cat([x, out], 1)
+
+
+class SmallDenseNet(nn.Module):
+    """DenseNet-BC's layout (growth 12, as on CIFAR), two dense blocks of three layers joined by a
+    transition (1x1 conv, average pool)."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, growth: int = 12) -> None:
+        super().__init__()
+        width = 2 * growth
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1, bias=False)]
+        for block in range(2):
+            for _ in range(3):
+                layers.append(DenseLayer(width, growth))
+                width += growth
+            if block == 0:
+                layers += [nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.Conv2d(width, width // 2, 1, bias=False),
+                           nn.AvgPool2d(2)]
+                width //= 2
+        self.features = nn.Sequential(*layers, nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+class FunctionalVGG(nn.Module):
+    """A VGG whose forward calls F.relu, F.max_pool2d and F.dropout itself; x.view flattens."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, widths: tuple[int, ...] = (8, 8, 16, 16, 32)) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList()
+        for width in widths:
+            self.convs.append(nn.Conv2d(in_channels, width, 3, padding=1))
+            in_channels = width
+        self.fc1, self.fc2 = nn.Linear(in_channels * 4 * 4, 32), nn.Linear(32, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for index, conv in enumerate(self.convs):
+            x = F.relu(conv(x))
+            if index in (1, 3):
+                x = F.max_pool2d(x, 2)
+        x = x.view(x.size(0), -1)
+        x = F.dropout(F.relu(self.fc1(x)), p=0.5, training=self.training)
+        return self.fc2(x)
+
+
+class LeNet(nn.Module):
+    """LeNet-5's layout: two 5x5 convs with pools, nn.Flatten, then linear layers."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        self.flatten = nn.Flatten()
+        self.fc1, self.fc2 = nn.Linear(16 * 2 * 2, 60), nn.Linear(60, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.fc1(self.flatten(self.features(x)))))
+
+
+# A short n2n.compress of these models: a 4x parameter budget, one policy epoch a stage. Layers
+# of 6 to 16 channels (LeNet) reach a quarter of the parameters only below the default floor of
+# 10 channels a layer.
+SHORT_COMPRESS = {"compression": 4, "min_width": 4, "epochs_per_stage": 1, "rollouts": 3, "progress": False,
+                  "proxy": {"subset": 32, "batch_size": 16}, "final": {"epochs": 1, "subset": None}}
+
 # The user-style models by name, each built at the size the tests use (16x16 inputs, 10 classes).
 USER_MODELS = {
     "torchvision_resnet18": lambda: TorchvisionResNet18(width=8),
     "mobilenet_v2": SmallMobileNetV2,
     "groupnorm": GroupNormNet,
     "se_resnet": SEResNet,
+    "densenet": SmallDenseNet,
+    "functional_vgg": FunctionalVGG,
+    "lenet": LeNet,
 }

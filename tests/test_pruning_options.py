@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import n2n
-from custom_models import USER_MODELS
+from custom_models import SHORT_COMPRESS, USER_MODELS
 from n2n.arch import NetworkView, rebuild, remove_layers, shrink_layers
 from n2n.config import SearchConfig, from_dict
 from n2n.errors import ConfigError
@@ -18,10 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # One layer in the middle of each model, with shrinkable channels on both sides of it.
 MIDDLE = {"torchvision_resnet18": "layer2.0.conv1", "mobilenet_v2": "features.3", "groupnorm": "body.3",
-          "se_resnet": "blocks.2.conv2"}
+          "se_resnet": "blocks.2.conv2", "densenet": "features.8", "functional_vgg": "convs.2", "lenet": "features.3"}
 RATIOS = (0.25, 0.5, 0.75, 1.0)
-SHORT = {"compression": 4, "epochs_per_stage": 1, "rollouts": 3, "progress": False,
-         "proxy": {"subset": 32, "batch_size": 16}, "final": {"epochs": 1, "subset": None}}
 
 
 def build(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -83,7 +81,7 @@ def test_a_compressed_student_keeps_its_ignored_layer_and_rounded_widths_and_rel
     with torch.no_grad():
         labels = model.eval()(images).argmax(1)
     result = n2n.compress(model, (images[:64], labels[:64]), (images[64:], labels[64:]),
-                          ignored_layers=("head.2", "body.3"), round_to=4, **{**SHORT, "compression": 2})
+                          ignored_layers=("head.2", "body.3"), round_to=4, **{**SHORT_COMPRESS, "compression": 2})
     student = result.student
     assert shapes_under(student, "head.2") == shapes_under(model, "head.2")
     assert shapes_under(student, "body.3") == shapes_under(model, "body.3")
@@ -110,7 +108,7 @@ def test_an_unknown_ignored_layer_is_one_clear_error():
     with pytest.raises(ConfigError, match=r"^ignored_layers: 'classifier' is not a module of GroupNormNet "
                                           r"\(its modules are named like body, body.0"):
         n2n.compress(model, (inputs, torch.zeros(2, dtype=torch.long)), (inputs, torch.zeros(2, dtype=torch.long)),
-                     ignored_layers=["classifier"], **SHORT)
+                     ignored_layers=["classifier"], **SHORT_COMPRESS)
 
 
 @pytest.mark.parametrize("options, message", [

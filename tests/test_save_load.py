@@ -9,14 +9,12 @@ import torch
 from torch import nn
 
 import n2n
-from custom_models import SEResNet, USER_MODELS
+from custom_models import SHORT_COMPRESS, SEResNet, USER_MODELS
 from n2n.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BUILDERS = USER_MODELS
-SHORT = {"compression": 4, "epochs_per_stage": 1, "rollouts": 3, "progress": False,
-         "proxy": {"subset": 32, "batch_size": 16}, "final": {"epochs": 1, "subset": None}}
 
 
 def images(count: int, seed: int) -> torch.Tensor:
@@ -30,7 +28,7 @@ def compressed(name: str) -> n2n.CompressionResult:
     inputs = images(96, 2)
     with torch.no_grad():
         labels = model.eval()(inputs).argmax(1)
-    return n2n.compress(model, (inputs[:64], labels[:64]), (inputs[64:], labels[64:]), **SHORT)
+    return n2n.compress(model, (inputs[:64], labels[:64]), (inputs[64:], labels[64:]), **SHORT_COMPRESS)
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -79,7 +77,7 @@ def test_a_zoo_student_loads_without_a_model(tmp_path):
     teacher = n2n.create_model("conv4", in_channels=1, num_classes=10, width_mult=0.25)
     inputs = torch.randn(80, 1, 28, 28, generator=torch.Generator().manual_seed(6))
     labels = torch.randint(0, 10, (80,), generator=torch.Generator().manual_seed(7))
-    result = n2n.compress(teacher, (inputs[:64], labels[:64]), (inputs[64:], labels[64:]), **SHORT)
+    result = n2n.compress(teacher, (inputs[:64], labels[:64]), (inputs[64:], labels[64:]), **SHORT_COMPRESS)
     arch = {"name": "conv4", "kwargs": {"in_channels": 1, "num_classes": 10, "width_mult": 0.25}}
     path = n2n.save_student(result, tmp_path / "student.pt", teacher_arch=arch)
 

@@ -144,12 +144,13 @@ def search_student(teacher: nn.Module, data: DistillData, example_input: torch.T
 def no_student_message(config: SearchConfig) -> str:
     limits = [f"{name} {value}" for name, value in
               (("max params", config.max_params), ("max flops", config.max_flops),
-               ("min accuracy", config.min_accuracy)) if value is not None]
+               ("compression", config.compression), ("min accuracy", config.min_accuracy)) if value is not None]
     because = f" meeting {', '.join(limits)}" if limits else ""
     if config.method in BASELINES:
         return f"the {config.method} baseline found no valid student{because}: see the run's log for why"
+    narrower = f", lower min_width (now {config.min_width})" if config.has_budget else ""
     return (f"no valid child{because} was found in {config.epochs_per_stage} policy epochs per stage: "
-            "loosen the constraints or search longer")
+            f"loosen the constraints{narrower} or search longer")
 
 
 def build_summary(teacher: nn.Module, student: nn.Module, data: DistillData, example_input: torch.Tensor,

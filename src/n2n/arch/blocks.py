@@ -1,9 +1,12 @@
 """Finding residual blocks in a traced graph, whatever module layout wrote them.
 
-A residual block is found at a tensor sum ``a + b`` whose two operands start
-from one common tensor (the fork). The operand path with fewer conv/linear
-layers is the shortcut (identity when it has no node at all), the other one the
-main path. Nothing here depends on module classes or attribute names.
+A residual block is found at a tensor sum ``a + b``, or a channel concatenation
+``cat([a, b], 1)`` (DenseNet's layer), whose two operands start from one common
+tensor (the fork). The operand path with fewer conv/linear layers is the
+shortcut (identity when it has no node at all), the other one the main path.
+Removing the block leaves the shortcut: the sum's readers get a tensor of the
+same shape, the concatenation's readers fewer channels, and are refitted to
+them. Nothing here depends on module classes or attribute names.
 """
 
 from __future__ import annotations
@@ -13,20 +16,30 @@ from dataclasses import dataclass
 import torch.fx as fx
 from torch import nn
 
-from n2n.arch.graph import first_input, is_activation, is_parametric_layer, is_tensor_sum, node_shape, single_user
+from n2n.arch.graph import (
+    first_input,
+    is_activation,
+    is_channel_concat,
+    is_parametric_layer,
+    is_tensor_sum,
+    merged_operands,
+    node_shape,
+    single_user,
+)
+from n2n.arch.widths import width_blocker
 
 
 @dataclass(frozen=True)
 class ResidualBlock:
     name: str
-    sum_node: str              # the addition that closes the block
+    sum_node: str              # the addition (or channel concatenation) that closes the block
     output_node: str           # the addition, or the activation applied right after it
     fork_node: str             # the tensor both paths start from
     main: frozenset[str]       # node names on the main path
     shortcut: frozenset[str]   # node names on the shortcut path (empty: identity)
     shortcut_arg: int          # which operand of the sum carries the shortcut
     self_contained: bool       # no node inside the block is read from outside it
-    shape_preserving: bool     # the shortcut alone has the sum's shape
+    readers_fit: bool          # the sum's readers can read the shortcut alone
     start: int                 # graph position of the block's first node
 
     @property
@@ -36,7 +49,7 @@ class ResidualBlock:
     @property
     def removable(self) -> bool:
         """Replacing the block by its shortcut leaves every other node valid."""
-        return self.self_contained and self.shape_preserving
+        return self.self_contained and self.readers_fit
 
 
 def find_residual_blocks(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[ResidualBlock]:
@@ -46,7 +59,7 @@ def find_residual_blocks(graph: fx.Graph, modules: dict[str, nn.Module]) -> list
     blocks = []
     taken_names: set[str] = set()
     for node in graph.nodes:
-        if not is_tensor_sum(node):
+        if not is_tensor_sum(node) and not (is_channel_concat(node) and len(node.args[0]) == 2):
             continue
         block = _block_at(node, position, ancestors, modules, taken_names)
         if block is not None:
@@ -82,7 +95,7 @@ def _block_at(
     modules: dict[str, nn.Module],
     taken_names: set[str],
 ) -> ResidualBlock | None:
-    operands = list(sum_node.args[:2])
+    operands = merged_operands(sum_node)[:2]
     reach = [ancestors[operand] | {operand} for operand in operands]
     common = reach[0] & reach[1]
     if not common:
@@ -108,9 +121,17 @@ def _block_at(
         shortcut=frozenset(node.name for node in shortcut),
         shortcut_arg=shortcut_arg,
         self_contained=self_contained,
-        shape_preserving=node_shape(operands[shortcut_arg]) == node_shape(sum_node),
+        readers_fit=_readers_fit(sum_node, operands[shortcut_arg], modules),
         start=min(position[node] for node in inside),
     )
+
+
+def _readers_fit(join: fx.Node, shortcut: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """The join's readers can read its shortcut operand instead: the same shape, or (a concatenation)
+    fewer channels that every reader can be refitted to."""
+    if node_shape(shortcut) == node_shape(join):
+        return True
+    return is_channel_concat(join) and width_blocker(join, modules) is None
 
 
 def _unused(node: fx.Node) -> bool:

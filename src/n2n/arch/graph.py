@@ -136,6 +136,20 @@ def is_tensor_sum(node: fx.Node) -> bool:
     return all(isinstance(arg, fx.Node) and node_shape(arg) is not None for arg in node.args[:2])
 
 
+def is_channel_concat(node: fx.Node) -> bool:
+    """``torch.cat([a, b, ...], 1)`` of traced tensors: DenseNet's and Inception's join."""
+    if node.op != "call_function" or node.target is not torch.cat or not node.args:
+        return False
+    tensors, dim = node.args[0], node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    return (isinstance(tensors, (list, tuple)) and len(tensors) >= 2 and dim in (1, -3)
+            and all(isinstance(t, fx.Node) and len(node_shape(t) or ()) == 4 for t in tensors))
+
+
+def merged_operands(node: fx.Node) -> list:
+    """What a join reads: the concatenated tensors of a torch.cat, else the node's arguments."""
+    return list(node.args[0]) if is_channel_concat(node) else list(node.args)
+
+
 def single_user(node: fx.Node) -> fx.Node | None:
     """The only node that reads ``node``'s output, else None."""
     return next(iter(node.users)) if len(node.users) == 1 else None

@@ -26,6 +26,7 @@ from n2n.arch.graph import (
     first_input,
     is_activation,
     is_norm,
+    merged_operands,
     module_of,
     node_shape,
     output_layers,
@@ -90,7 +91,7 @@ class RemovalPlan:
 
     def apply(self, nodes: dict[str, fx.Node]) -> None:
         # The operand is looked up now, not when planned: an earlier removal may have rewired it.
-        nodes[self.replace].replace_all_uses_with(nodes[self.source].args[self.operand])
+        nodes[self.replace].replace_all_uses_with(merged_operands(nodes[self.source])[self.operand])
 
 
 @dataclass

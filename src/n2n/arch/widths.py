@@ -21,6 +21,7 @@ from n2n.arch.graph import (
     DROPOUT_MODULES,
     first_input,
     is_activation,
+    is_channel_concat,
     module_of,
     node_shape,
     pool_kind,
@@ -42,6 +43,9 @@ def width_blocker(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | Non
         seen.add(reader)
         if reader.op == "call_method" and reader.target == "size":
             continue  # shapes read in forward follow the new width
+        if is_channel_concat(reader):
+            stack.extend(reader.users)  # joined to other channels: its readers see the change
+            continue
         if not _reads_first(reader) or not _takes_width(reader, modules):
             return reader
         if _passes_width(reader, modules):
