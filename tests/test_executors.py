@@ -185,7 +185,8 @@ def test_an_error_in_the_training_itself_stops_the_search_as_inline():
 
 @pytest.mark.parametrize("options, message", [
     ({"executor": "threads"}, "executor must be one of auto, inline, process, ray"),
-    ({"executor": "process", "workers": 0}, "--workers must be a whole number of at least 1"),
+    ({"executor": "process", "workers": 0}, "--workers must be a whole number between 1 and 1,024"),
+    ({"executor": "process", "workers": 10**6}, "--workers must be a whole number between 1 and 1,024"),
 ])
 def test_executor_options_are_checked(options, message):
     with pytest.raises(ConfigError, match=message):

@@ -254,9 +254,9 @@ def export(*extra: str, checkpoint: Callable | None = None, out: Callable | None
     return argv
 
 
-def evaluate(checkpoint: Callable) -> Case:
-    return lambda ws, tmp: ["--quiet", "evaluate", "--model", str(checkpoint(ws, tmp)), "--data-dir",
-                            str(ws["mnist"]), "--no-latency"]
+def evaluate(checkpoint: Callable | None = None, latency: tuple[str, ...] = ("--no-latency",)) -> Case:
+    return lambda ws, tmp: ["--quiet", "evaluate", "--model", str(checkpoint(ws, tmp) if checkpoint else ws["teacher"]),
+                            "--data-dir", str(ws["mnist"]), *latency]
 
 
 def resume(run: Callable) -> Case:
@@ -269,6 +269,8 @@ CASES: dict[str, Case] = {
     **{f"evaluate-{name}": evaluate(make) for name, make in BAD_CHECKPOINTS.items()},
     **{f"export-{name}": export(checkpoint=make) for name, make in BAD_CHECKPOINTS.items()},
     "compress-rollouts-billion": compress("--rollouts", "1000000000"),
+    "compress-workers-billion": compress("--executor", "process", "--workers", "1000000000"),
+    "evaluate-latency-repeats-billion": evaluate(latency=("--latency-repeats", "1000000000")),
     "compress-seed-huge": compress("--seed", "99999999999999999999999"),
     "compress-seed-float": compress("--seed", "1e23"),
     "compress-compression-nan": compress("--compression", "nan"),

@@ -21,6 +21,7 @@ from torch import nn
 
 from .arch import count_flops
 from .checkpoint import Checkpoint, check_fits, example_input_for, load_checkpoint
+from .checks import check_whole
 from .data import DataSplits, as_tensors, load_dataset
 from .errors import ConfigError
 from .runtime import resolve_device
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LATENCY_BATCHES = (1, 64)
 WARMUP_RUNS = 2
+MAX_LATENCY_REPEATS = 10_000  # refuses a typo of many zeros; the time budget below ends a run sooner
 LATENCY_BUDGET_S = 2.0  # per batch size: stop repeating once this much time is spent (at least 3 runs)
 
 
@@ -60,11 +62,9 @@ def compare_checkpoints(
     latency always on CPU with `latency_threads` threads (None: torch's current
     setting). `latency_repeats=0` skips latency (its values are None).
     """
-    if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, int) or latency_repeats < 0:
-        raise ConfigError(f"latency_repeats must be a whole number >= 0, got {latency_repeats!r}")
-    if latency_threads is not None and (isinstance(latency_threads, bool) or not isinstance(latency_threads, int)
-                                        or latency_threads < 1):
-        raise ConfigError(f"latency_threads must be a whole number >= 1, got {latency_threads!r}")
+    check_whole("latency_repeats", latency_repeats, 0, MAX_LATENCY_REPEATS)
+    if latency_threads is not None:
+        check_whole("latency_threads", latency_threads, 1)
     dev = resolve_device(device)
     datasets: dict[str, DataSplits] = {}
     rows = []

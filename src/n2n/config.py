@@ -29,6 +29,7 @@ MAX_COUNT = 10_000
 MAX_WIDTH = 65_536
 MAX_LAYERS = 64
 MAX_BATCH = 1 << 20
+MAX_WORKERS = 1024  # processes or Ray tasks at once: beyond any machine or cluster this runs on
 # A config file is a few dozen options: a bound on its nodes, aliases expanded, refuses a
 # "billion laughs" file (a few hundred bytes whose aliases expand to millions of nodes)
 # before any Python object is built from it.
@@ -208,8 +209,7 @@ class SearchConfig:
         return self.annealing_horizon if own is None else own
 
     def check_executor(self) -> None:
-        if not is_whole_number(self.workers, 1):
-            raise ConfigError(f"--workers must be a whole number of at least 1, got {self.workers!r}")
+        check_whole("--workers", self.workers, 1, MAX_WORKERS)
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise ConfigError(f"--ray-address must be an address (host:port or ray://host:port), got {self.ray_address!r}")
         if self.executor == "ray" and importlib.util.find_spec("ray") is None:
