@@ -2,19 +2,20 @@
 transforms; labels of the wrong shape or range are refused in one line before any teacher pass."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import n2n
-from custom_models import GroupNormNet
+from custom_models import SHORT_COMPRESS, GroupNormNet
 from n2n.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SHORT = {"compression": 4, "epochs_per_stage": 1, "rollouts": 2, "progress": False,
-         "proxy": {"subset": 32, "batch_size": 16}, "final": {"epochs": 1, "subset": None}}
+SHORT = {**SHORT_COMPRESS, "rollouts": 2}
 
 
 class NoisyImages(Dataset):
@@ -102,3 +103,35 @@ def test_something_else_is_refused_naming_what_is_accepted():
     teacher, images, labels = teacher_and_data()
     with pytest.raises(ConfigError, match="train_data must be a torch DataLoader .* got list"):
         n2n.compress(teacher, [images[:64]], (images[64:], labels[64:]), **SHORT)
+
+
+def warnings_of(caplog, logger: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno == logging.WARNING]
+
+
+def test_splits_prepared_otherwise_are_warned_about_once_each(caplog):
+    teacher, images, labels = teacher_and_data()
+    raw = (images[64:] * 60 + 128).round()  # like pixels 0..255 never normalised
+    with caplog.at_level(logging.WARNING):
+        n2n.compress(teacher, (images[:64], labels[:64]), (raw, labels[64:]), test_data=(images[64:], labels[64:]),
+                     **SHORT)
+    (warning,) = warnings_of(caplog, "n2n.data.user")
+    assert warning.startswith("val_data: inputs have mean 128 ") and "far from train_data's" in warning
+
+
+def test_a_teacher_near_chance_on_the_validation_data_is_warned_about(caplog):
+    teacher, images, labels = teacher_and_data()
+    unrelated = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(0))
+    right = float((unrelated == labels[64:]).float().mean())
+    assert 0 < right < 0.2  # what the teacher scores on them
+    with caplog.at_level(logging.WARNING):
+        n2n.compress(teacher, (images[:64], labels[:64]), (images[64:], unrelated), **SHORT)
+    (warning,) = warnings_of(caplog, "n2n.search.loop")
+    assert warning.startswith(f"the teacher scores {100 * right:.1f}% on the validation data, near chance for 10")
+
+
+def test_splits_prepared_alike_give_no_warning(caplog):
+    teacher, images, labels = teacher_and_data()
+    with caplog.at_level(logging.WARNING):
+        n2n.compress(teacher, (images[:64], labels[:64]), (images[64:] * 1.5 + 0.2, labels[64:]), **SHORT)
+    assert warnings_of(caplog, "n2n.data.user") == [] and warnings_of(caplog, "n2n.search.loop") == []

@@ -15,7 +15,7 @@ from .arch.ignored import resolve_ignored
 from .baselines import BUILDERS as BASELINES
 from .baselines import run_baseline
 from .config import SearchConfig, from_dict, to_dict
-from .data.user import DataLike, check_label_range, tensor_pair
+from .data.user import DataLike, check_label_range, tensor_pair, warn_if_prepared_otherwise
 from .distill.data import DistillData
 from .distill.trainer import distill
 from .errors import ConfigError, N2NError
@@ -117,6 +117,7 @@ def prepare_data(teacher: nn.Module, train_data: DataLike, val_data: DataLike, d
     for what, labels in (("train_data", train_y), ("val_data", val_y), ("test_data", test[1] if test else None)):
         if labels is not None:
             check_label_range(labels, classes, what)
+    warn_if_prepared_otherwise(train_x, {"val_data": val_x, **({"test_data": test[0]} if test else {})})
     data = DistillData(train_x, train_y, val_x, val_y, **augmentation)
     return data.to(device).attach_teacher(teacher), example_input
 

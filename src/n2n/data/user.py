@@ -4,16 +4,25 @@ A tensor pair, a map-style Dataset of (input, label) items or a DataLoader of
 (inputs, labels) batches. A Dataset is read item by item and a DataLoader batch by
 batch, once per compress call: the transforms the user wrote run as they wrote them,
 one draw per item (the search's own augmentation is `crop_padding` and `hflip`).
-Labels are checked here, before any teacher pass: one class index per input.
+Labels are checked here, before any teacher pass: one class index per input; a
+split whose inputs lie far from the training inputs' range is warned about once.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+# A split's input mean this many training standard deviations from the training mean, or its
+# spread this many times wider or narrower, was prepared otherwise (e.g. not normalised, or
+# normalised twice): the teacher would score it, and the search its children, on other inputs.
+FAR_SHIFT = 3.0
+FAR_SCALE = 5.0
 
 DataLike = Dataset | DataLoader | tuple[torch.Tensor, torch.Tensor]
 ACCEPTED = ("a torch DataLoader of (inputs, labels) batches, a map-style Dataset of (input, label) items "
@@ -93,3 +102,22 @@ def check_label_range(labels: torch.Tensor, classes: int, what: str) -> None:
     if len(labels) and int(labels.max()) >= classes:
         raise ConfigError(f"{what}: label {int(labels.max())} is out of range for a teacher with {classes} "
                           f"outputs (labels are class indices from 0 to {classes - 1})")
+
+
+def warn_if_prepared_otherwise(train_inputs: torch.Tensor, others: dict[str, torch.Tensor]) -> None:
+    """One warning per split whose inputs lie far outside the training inputs' range."""
+    mean, std = input_statistics(train_inputs)
+    for what, inputs in others.items():
+        their_mean, their_std = input_statistics(inputs)
+        shifted = abs(their_mean - mean) > FAR_SHIFT * max(std, 1e-8)
+        scaled = not (std / FAR_SCALE <= their_std <= std * FAR_SCALE)
+        if shifted or scaled:
+            log.warning("%s: inputs have mean %.3g and standard deviation %.3g, far from train_data's (%.3g, %.3g): "
+                        "were both prepared (scaled, normalised) alike?", what, their_mean, their_std, mean, std)
+
+
+def input_statistics(inputs: torch.Tensor, sample: int = 1024) -> tuple[float, float]:
+    """Mean and standard deviation of the values of the first `sample` inputs."""
+    values = inputs[:sample].double()
+    spread = float(values.std()) if values.numel() > 1 else 0.0
+    return float(values.mean()), spread

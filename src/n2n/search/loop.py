@@ -121,6 +121,7 @@ class Search:
         if self.teacher_stats.val_accuracy <= 0:
             raise N2NError("the teacher gets no validation image right, so no student can be scored against it: "
                            "check that the teacher and the data set belong together")
+        warn_if_near_chance(self.teacher_stats.val_accuracy, teacher, example_input)
         limits = budget_of(config, self.teacher_stats.params) or Budget()
         self.constraints = Constraints(limits.max_params, limits.max_flops, config.min_accuracy)
         # budget mode: every child is brought inside the limits instead of being penalised for them
@@ -413,6 +414,16 @@ class Search:
         self.history.append(record)
         self.on_record(record)
         return record
+
+
+def warn_if_near_chance(val_accuracy: float, teacher: nn.Module, example_input: torch.Tensor) -> None:
+    """A teacher at less than twice chance on the validation data is most likely fed inputs
+    prepared otherwise than for its training: every child would be scored against noise."""
+    with torch.no_grad():
+        classes = int(teacher(example_input).shape[-1])
+    if classes > 1 and val_accuracy < 2 / classes:
+        log.warning("the teacher scores %.1f%% on the validation data, near chance for %d classes: are the inputs "
+                    "prepared (scaled, normalised) as for its training?", 100 * val_accuracy, classes)
 
 
 def record_of(values: dict[str, Any]) -> Any:
