@@ -104,7 +104,7 @@ def test_workers_score_every_child_as_inline_does(inline, pool):
     for name, record in expected.items():
         assert outcome(got[name]) == outcome(record), name
         assert (got[name].seconds > 0) == (record.seconds > 0)
-    assert found.cache.state_dict().keys() == inline.cache.state_dict().keys()
+    assert found.scorer.cache.state_dict().keys() == inline.scorer.cache.state_dict().keys()
     best, reference = found.results[0], inline.results[0]
     assert outcome(best.best) == outcome(reference.best) and best.candidates == reference.candidates
     weights = best.best_child.state_dict()
@@ -213,7 +213,7 @@ def test_workers_take_the_gpus_in_turn():
 
 
 def test_the_search_logs_where_its_children_train(caplog):
-    with caplog.at_level(logging.INFO, logger="n2n.search.loop"):
+    with caplog.at_level(logging.INFO, logger="n2n.search.scorer"):
         search(epochs_per_stage=1, rollouts=1)
     assert any("children train on the inline executor" in m and "auto: one device" in m for m in caplog.messages)
 

@@ -20,7 +20,9 @@ from n2n.models import create_model
 from n2n.policies import RemovalPolicy, ShrinkPolicy, save_policy
 from n2n.policies.io import POLICY_FILES
 from n2n.search import loop
-from n2n.search.loop import Search, StageResult
+from n2n.search.executors import jobs
+from n2n.search.loop import Search
+from n2n.search.scorer import StageResult
 from n2n.search.records import CandidateRecord, EpochRecord, TeacherRecord
 from n2n.training import NonFiniteLossError
 
@@ -70,9 +72,10 @@ def epochs_of(history: list) -> list[EpochRecord]:
 
 
 def counting(monkeypatch, fail_on: int | None = None) -> list[int]:
-    """Wrap the search's distill; returns the list its calls are counted in (optionally diverging once)."""
+    """Wrap the distillation the inline executor runs; returns the list its calls are counted in
+    (optionally diverging once)."""
     calls: list[int] = []
-    real = loop.distill
+    real = jobs.distill
 
     def wrapper(*args, **kwargs):
         calls.append(1)
@@ -80,7 +83,7 @@ def counting(monkeypatch, fail_on: int | None = None) -> list[int]:
             raise NonFiniteLossError("loss became nan")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "distill", wrapper)
+    monkeypatch.setattr(jobs, "distill", wrapper)
     return calls
 
 
@@ -106,7 +109,7 @@ def test_two_stage_search_writes_one_record_per_rollout_and_epoch(monkeypatch):
     stages, epochs, rollouts = ("removal", "shrinkage"), range(3), range(3)
     cands, epoch_records = candidates(search.history), epochs_of(search.history)
     teacher_line = search.history[0]
-    assert isinstance(teacher_line, TeacherRecord) and teacher_line.params == search.teacher_stats.params
+    assert isinstance(teacher_line, TeacherRecord) and teacher_line.params == search.scorer.teacher_stats.params
     assert len(cands) + len(epoch_records) + 1 == len(search.history)
     expected = [(s, e, k) for s in stages for e in epochs for k in rollouts]
     assert [(r.stage, r.epoch, r.rollout) for r in cands] == expected
@@ -202,7 +205,7 @@ def test_a_repeated_architecture_is_distilled_once(monkeypatch):
     cached = [r for r in cands if r.cached]
     assert cached, "12 children drawn from at most 3 removal sets must repeat"
     trained = [r for r in cands if r.valid and not r.cached]
-    assert len(calls) == len(trained) == len(search.cache) <= 3
+    assert len(calls) == len(trained) == len(search.scorer.cache) <= 3
     by_actions = {tuple(r.actions): r for r in trained}
     for record in cached:  # a cache hit reports what its first occurrence measured
         assert record.valid and record.seconds == 0.0

@@ -126,7 +126,7 @@ def test_a_teacher_near_chance_on_the_validation_data_is_warned_about(caplog):
     assert 0 < right < 0.2  # what the teacher scores on them
     with caplog.at_level(logging.WARNING):
         n2n.compress(teacher, (images[:64], labels[:64]), (images[64:], unrelated), **SHORT)
-    (warning,) = warnings_of(caplog, "n2n.search.loop")
+    (warning,) = warnings_of(caplog, "n2n.search.scorer")
     assert warning.startswith(f"the teacher scores {100 * right:.1f}% on the validation data, near chance for 10")
 
 
@@ -134,4 +134,4 @@ def test_splits_prepared_alike_give_no_warning(caplog):
     teacher, images, labels = teacher_and_data()
     with caplog.at_level(logging.WARNING):
         n2n.compress(teacher, (images[:64], labels[:64]), (images[64:] * 1.5 + 0.2, labels[64:]), **SHORT)
-    assert warnings_of(caplog, "n2n.data.user") == [] and warnings_of(caplog, "n2n.search.loop") == []
+    assert warnings_of(caplog, "n2n.data.user") == [] and warnings_of(caplog, "n2n.search.scorer") == []

@@ -20,7 +20,8 @@ from .distill.data import DistillData
 from .distill.trainer import distill
 from .errors import ConfigError, N2NError
 from .runtime import kept_random_state, resolve_device, seed_everything
-from .search.loop import Search, StageResult
+from .search.loop import Search
+from .search.scorer import StageResult
 from .search.state import ResumePoint, SearchStore
 from .training import accuracy
 
@@ -162,7 +163,7 @@ def build_summary(teacher: nn.Module, student: nn.Module, data: DistillData, exa
         return {"params": count_params(model), "flops": count_flops(model, example_input),
                 "val_accuracy": val_accuracy, "test_accuracy": test_accuracy}
 
-    teacher_row = describe(teacher, search.teacher_stats.val_accuracy)
+    teacher_row = describe(teacher, search.scorer.teacher_stats.val_accuracy)
     student_row = describe(student, accuracy(student, data.val_images, data.val_labels))
     return {
         "teacher": teacher_row, "student": student_row,

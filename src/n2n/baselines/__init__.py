@@ -1,7 +1,7 @@
 """Simpler ways to a small student, scored like N2N's children, to compare the search against.
 
-`--method random` is the N2N loop without policy updates (see search/loop.py); the
-methods here score a fixed list of students instead of sampling them:
+`--method random` is the N2N loop with a policy that never learns (see search/loop.py);
+the methods here score a fixed list of students with the search's scorer instead:
 
 * uniform: the teacher at a grid of uniform widths, trained from scratch (the
   hand-designed "reduced" student);
@@ -14,7 +14,8 @@ on to the same final distillation as an N2N student.
 """
 from __future__ import annotations
 
-from ..search.loop import Search, StageResult
+from ..search.loop import Search
+from ..search.scorer import StageResult
 from .scoring import score_candidates
 from .students import kd_students, pruned_students, uniform_students
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import logging
 import time
 
-from ..search.loop import Search, StageResult
+from ..search.loop import Search
 from ..search.records import CandidateRecord
 from ..search.reward import INVALID_REWARD
+from ..search.scorer import StageResult, rejected
 from .students import Proposal
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,15 @@ def score_one(search: Search, name: str, index: int, proposal: Proposal, result:
     record = CandidateRecord(name, index, 0, [], INVALID_REWARD)
     rewrite = proposal.rewrite
     if rewrite.child is None:
-        return search.emit(search.rejected(record, rewrite.reason or "rejected"))
-    score, reason = search.train(rewrite, search.candidate_seed(0, index, 0))
+        return search.emit(rejected(record, rewrite.reason or "rejected"))
+    score, reason = search.scorer.train(rewrite, search.candidate_seed(0, index, 0))
     if score is None:
-        return search.emit(search.rejected(record, reason))
+        return search.emit(rejected(record, reason))
     result.candidates += 1
     record.params, record.flops, record.val_accuracy = score.params, score.flops, score.val_accuracy
     record.seconds = score.seconds
-    record.reward = search.hard_reward(record)
-    if search.is_better(record, result):
+    record.reward = search.scorer.hard_reward(record)
+    if search.scorer.is_better(record, result):
         result.best, result.best_child = record, rewrite.child
         result.rewrites = [rewrite.step] if rewrite.step is not None else []
         result.arch = proposal.arch

@@ -4,12 +4,11 @@ one result per job, in order; a result depends only on its job, seed included.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import torch
 
 from ...distill.data import DistillData
-from ...distill.trainer import distill
 from .inline import InlineExecutor
 from .jobs import Job, JobResult
 
@@ -53,11 +52,9 @@ def choose_executor(name: str, workers: int, device: torch.device) -> ExecutorCh
     return ExecutorChoice("inline", 1, "auto: one device, which one child's training already fills")
 
 
-def make_executor(name: str, data: DistillData, *, workers: int = 1, ray_address: str | None = None,
-                  train: Callable[..., Any] = distill) -> Executor:
+def make_executor(name: str, data: DistillData, *, workers: int = 1, ray_address: str | None = None) -> Executor:
     """The executor `name` over `data`. Local workers start with the first jobs; Ray connects at
-    once, so that a wrong address fails before anything trains. `train` is what the inline
-    executor distils with (workers always use n2n's own distill)."""
+    once, so that a wrong address fails before anything trains."""
     if name == "process":
         from .process import ProcessExecutor
 
@@ -66,7 +63,7 @@ def make_executor(name: str, data: DistillData, *, workers: int = 1, ray_address
         from .ray_tasks import RayExecutor
 
         return RayExecutor(data, workers, ray_address)
-    return InlineExecutor(data, train)
+    return InlineExecutor(data)
 
 
 __all__ = ["Executor", "ExecutorChoice", "Job", "JobResult", "choose_executor", "make_executor"]

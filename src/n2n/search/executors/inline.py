@@ -1,10 +1,9 @@
 """The default executor: each child trains in the searching process, one after another."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from ...distill.data import DistillData
-from ...distill.trainer import distill
 from .jobs import Job, JobResult, run_job
 
 
@@ -12,14 +11,13 @@ class InlineExecutor:
     name = "inline"
     workers = 1
 
-    def __init__(self, data: DistillData, train: Callable[..., Any] = distill) -> None:
-        # `train` is the search's own distill, so that whoever watches that one sees every child
-        self.data, self.train = data, train
+    def __init__(self, data: DistillData) -> None:
+        self.data = data
 
     def run(self, jobs: list[Job], on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
         results = []
         for job in jobs:
-            results.append(run_job(job, self.data, self.train))  # trains job.child itself: nothing is copied
+            results.append(run_job(job, self.data))  # trains job.child itself: nothing is copied
             if on_result is not None:
                 on_result(results[-1])
         return results

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,10 +45,10 @@ class JobResult:
         return self.error is None
 
 
-def run_job(job: Job, data: DistillData, train: Callable[..., Any] = distill) -> JobResult:
+def run_job(job: Job, data: DistillData) -> JobResult:
     """Distil the job's child (in place) and score it; a diverging child is a result, not an error."""
     try:
-        outcome = train(job.child, data, job.config, seed=job.seed)
+        outcome = distill(job.child, data, job.config, seed=job.seed)
     except NonFiniteLossError as error:
         return JobResult(job.name, error=f"distillation diverged ({error})")
     return JobResult(job.name, outcome.val_accuracy, outcome.seconds, job.child.state_dict())
