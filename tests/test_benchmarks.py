@@ -386,3 +386,26 @@ def test_final_distill_gives_a_kept_child_the_student_compress_reported(tmp_path
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1] == f"{summary['student']['params']:,}"
     assert cells[4] == f"{100 * summary['student']['test_accuracy']:.2f} %"
+
+
+@pytest.mark.data
+def test_own_model_trains_compresses_and_reloads_a_model_from_a_file(fashion_mnist_root, tmp_path, capsys):
+    out = tmp_path / "own.json"
+    search = {"epochs_per_stage": 1, "rollouts": 2, "proxy": {"subset": 200}, "final": {"epochs": 1},
+              "progress": False}
+    row = load_benchmark("own_model").main([
+        "--model-file", str(Path(__file__).with_name("custom_models.py")), "--model-class", "TorchvisionResNet18",
+        "--model-kwargs", '{"width": 8}', "--data-dir", str(fashion_mnist_root), "--limit", "600", "--epochs", "1",
+        "--compression", "4", "--search", json.dumps(search), "--out", str(out)])
+
+    assert json.loads(out.read_text()) == row
+    assert row["student_params"] * 4 <= row["teacher_params"]
+    # the student saved and rebuilt on a fresh instance of the class scores as the one compress returned
+    assert row["reloaded_test_accuracy"] == pytest.approx(row["student_test_accuracy"], abs=1e-6)
+    assert "| student | " in capsys.readouterr().out
+
+
+def test_own_model_names_a_class_the_file_lacks(tmp_path):
+    with pytest.raises(SystemExit, match="defines no class Missing"):
+        load_benchmark("own_model").main(["--model-file", str(Path(__file__).with_name("custom_models.py")),
+                                          "--model-class", "Missing"])

@@ -77,20 +77,7 @@ def train_teacher(
     kwargs = {"in_channels": info.in_channels, "num_classes": info.num_classes, **(model_kwargs or {})}
     net = create_model(model, **kwargs).to(dev)
     recipe = recipe_for(dataset, epochs=epochs, batch_size=batch_size, lr=lr)
-    loader = TensorLoader(
-        data.train, info, recipe.batch_size, shuffle=True, augment=recipe.augment, device=dev, seed=seed, drop_last=True
-    )
-    if len(loader) == 0 or len(data.val) == 0:
-        raise DataError(f"{len(data.train)} training and {len(data.val)} validation images are too few to train "
-                        f"on in batches of {recipe.batch_size}: raise --limit or lower --batch-size")
-    optimizer, scheduler = make_sgd(net, recipe, recipe.epochs * len(loader))
-    log.info("training %s on %s: %s", model, dataset, recipe)
-    train_epochs(
-        net, loader, epochs=recipe.epochs, loss_fn=cross_entropy_loss, optimizer=optimizer, scheduler=scheduler,
-        progress=f"teacher {model}" if progress else None,
-    )
-    val_acc = accuracy(net, *as_tensors(data, "val", dev))
-    test_acc = accuracy(net, *as_tensors(data, "test", dev))
+    val_acc, test_acc = fit(net, data, recipe, dev, seed, progress=f"teacher {model}" if progress else None)
     result = TeacherResult(net.cpu().eval(), count_parameters(net), val_acc, test_acc, Path(out) if out else None)
     if out:
         meta = dataset_meta(data) | {
@@ -99,6 +86,22 @@ def train_teacher(
         }
         save_checkpoint(out, result.model, arch={"name": model, "kwargs": kwargs, "rewrites": []}, meta=meta)
     return result
+
+
+def fit(net: nn.Module, data: DataSplits, recipe: SGDRecipe, device: torch.device, seed: int,
+        progress: str | None = None) -> tuple[float, float]:
+    """Train `net` (on `device`) on the data's training split by `recipe`; its validation and test
+    accuracies."""
+    loader = TensorLoader(data.train, data.info, recipe.batch_size, shuffle=True, augment=recipe.augment,
+                          device=device, seed=seed, drop_last=True)
+    if len(loader) == 0 or len(data.val) == 0:
+        raise DataError(f"{len(data.train)} training and {len(data.val)} validation images are too few to train "
+                        f"on in batches of {recipe.batch_size}: raise --limit or lower --batch-size")
+    optimizer, scheduler = make_sgd(net, recipe, recipe.epochs * len(loader))
+    log.info("training %s on %s: %s", type(net).__name__, data.info.name, recipe)
+    train_epochs(net, loader, epochs=recipe.epochs, loss_fn=cross_entropy_loss, optimizer=optimizer,
+                 scheduler=scheduler, progress=progress)
+    return accuracy(net, *as_tensors(data, "val", device)), accuracy(net, *as_tensors(data, "test", device))
 
 
 def check_training_options(epochs: Any, batch_size: Any, lr: Any, seed: Any) -> None:
