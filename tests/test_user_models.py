@@ -240,7 +240,7 @@ def test_every_lone_removable_unit_gives_a_child_that_trains_unless_it_holds_no_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUILDERS)
-def test_random_action_sequences_give_a_child_that_trains_or_a_reason(name, cases=300):
+def test_random_action_sequences_give_a_child_that_trains_or_a_reason(name, cases=1000):
     rng = random.Random(f"n2n-user-{name}")
     teacher, inputs = build(name)
     view = NetworkView.build(teacher, inputs)
