@@ -183,6 +183,11 @@ def test_a_dense_layer_is_the_removable_unit_and_its_readers_take_fewer_channels
     for reader in ("features.3.conv1", "features.6", "features.10.conv1"):
         assert child.get_submodule(reader).in_channels == teacher.get_submodule(reader).in_channels - growth
     assert child.get_submodule("classifier").in_features == teacher.classifier.in_features - growth
+    # the transition keeps exactly the weights and norm statistics of the channels it still reads
+    block_input = teacher.features[1].norm1.num_features
+    kept = [*range(block_input + growth), *range(block_input + 2 * growth, block_input + 3 * growth)]
+    assert torch.equal(child.get_submodule("features.6").weight, teacher.features[6].weight[:, kept])
+    assert torch.equal(child.get_submodule("features.4").running_var, teacher.features[4].running_var[kept])
     assert train_step(child, inputs).shape == (2, 10)
 
 

@@ -98,7 +98,7 @@ def remove_layers(
         if not any(node.op == "call_module" for node in child.graph.nodes):
             raise _Rejected("removes every layer")
         try:
-            output, flops = fit_to_inputs(child, example_input)
+            output, flops = fit_to_inputs(child, example_input, view.reads)
         except Exception as error:  # the rewritten graph runs arbitrary layers
             raise _Rejected(f"forward failed: {type(error).__name__}: {error}") from error
         return _accept(model, view, child, init, step, output=output, flops=flops, example_input=example_input,

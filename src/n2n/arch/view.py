@@ -21,6 +21,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from n2n.arch.blocks import ResidualBlock, find_residual_blocks, innermost_blocks
+from n2n.arch.channels import reader_inputs
 from n2n.arch.graph import (
     CONV_TYPES,
     first_input,
@@ -123,6 +124,7 @@ class NetworkView:
     fingerprint: tuple = field(repr=False)
     ignored: frozenset[str] = field(default=frozenset(), repr=False)  # module names left as they are
     options: dict = field(default_factory=dict, repr=False)  # the build's keywords, recorded in each rewrite
+    reads: dict = field(default_factory=dict, repr=False)  # the channels each layer reads (channels.py)
 
     @classmethod
     def build(cls, model: nn.Module, example_input: Tensor, *, ignored_layers: tuple[str, ...] = (),
@@ -172,6 +174,7 @@ class NetworkView:
             fingerprint=fingerprint(model),
             ignored=ignored,
             options=options,
+            reads=reader_inputs(module),
         )
 
     def layer_states(self) -> Tensor:

@@ -48,7 +48,7 @@ def width_blocker(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | Non
             continue
         if not _reads_first(reader) or not _takes_width(reader, modules):
             return reader
-        if _passes_width(reader, modules):
+        if passes_width(reader, modules):
             stack.extend(reader.users)
     return None
 
@@ -63,10 +63,10 @@ def _takes_width(reader: fx.Node, modules: dict[str, nn.Module]) -> bool:
     module = module_of(reader, modules)
     if isinstance(module, CONV_TYPES):
         return module.groups == 1 and not module.transposed
-    return isinstance(module, nn.Linear) or _passes_width(reader, modules)
+    return isinstance(module, nn.Linear) or passes_width(reader, modules)
 
 
-def _passes_width(reader: fx.Node, modules: dict[str, nn.Module]) -> bool:
+def passes_width(reader: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if is_activation(reader, modules) or pool_kind(reader, modules) is not None:
         return True
     if isinstance(module_of(reader, modules), _PASS_MODULES):
