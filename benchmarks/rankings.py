@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_cost import (child_key, mean_of_finite, number, rank_agreement, recorded_runs,  # noqa: E402
-                         reference_self_agreement, say, write_json)
+from measure import number, say, write_json
+from search_cost import child_key, mean_of_finite, rank_agreement, recorded_runs, reference_self_agreement
 
 
 class BadResult(Exception):

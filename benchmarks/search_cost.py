@@ -28,15 +28,10 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import importlib.util
 import json
 import math
-import os
-import platform
 import random
 import statistics
-import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -51,17 +46,19 @@ from n2n.checkpoint import check_fits, load_checkpoint
 from n2n.config import STAGES, SearchConfig, from_dict, load_yaml, to_dict
 from n2n.data import as_tensors, augmentation_options, load_dataset
 from n2n.distill.data import DistillData
-from n2n.distill.losses import l2_logit_loss, make_distill_loss
+from n2n.distill.losses import l2_logit_loss
 from n2n.distill.trainer import DistillConfig, distill
 from n2n.errors import N2NError
-from n2n.files import atomic_write_text
 from n2n.report.summary import is_valid, load_run
-from n2n.run import git_revision
 from n2n.runtime import resolve_device, seed_everything
-from n2n.search.executors import EXECUTORS, Job, make_executor
+from n2n.search.executors import EXECUTORS
 from n2n.search.stages import make_stage
 from n2n.search.state import candidate_key
 from n2n.training import NonFiniteLossError, accuracy, train_epochs
+
+from executor_rates import executor_table, measure_executors
+from measure import CPU_DETAILS, machine, machine_line, measured, number, plain, say, timed, write_json
+from training_speed import speed_table, training_speed
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEACHER = ROOT / "teachers" / "conv4-fashion-mnist.pt"
@@ -134,24 +131,6 @@ def worker_counts(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"worker counts are whole numbers of at least 1, got {text!r}")
     return counts
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def timed(work: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """`work()` and its wall-clock seconds, GPU work included."""
-    synchronise(device)
-    started = time.perf_counter()
-    result = work()
-    synchronise(device)
-    return result, time.perf_counter() - started
-
-
-def synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---- the teacher, the data and the search config -----------------------------------------------
@@ -230,11 +209,11 @@ def sampled_candidates(setup: Setup, seed: int, attempts: int, only: str | None)
     view = NetworkView.build(setup.teacher, setup.example_input)
     stages = [make_stage(name, setup.config) for name in setup.config.stages if only in (None, name)]
     policies = [stage.make_policy(False) for stage in stages]
-    for number in range(attempts):
-        stage, policy = stages[number % len(stages)], policies[number % len(stages)]
+    for attempt in range(attempts):
+        stage, policy = stages[attempt % len(stages)], policies[attempt % len(stages)]
         with torch.no_grad():
             actions = stage.sample(policy, view, generator).actions.tolist()
-        yield Child(f"sampled-{number}", stage.name, actions, setup.teacher, setup.config, seed * 1000 + number)
+        yield Child(f"sampled-{attempt}", stage.name, actions, setup.teacher, setup.config, seed * 1000 + attempt)
 
 
 def run_candidates(run: Any, setup: Setup, seed: int, only: str | None) -> Iterator[Child]:
@@ -244,17 +223,17 @@ def run_candidates(run: Any, setup: Setup, seed: int, only: str | None) -> Itera
     lines = [line for line in run.candidates if is_valid(line) and not line.get("cached")
              and only in (None, line["stage"])]
     random.Random(seed).shuffle(lines)
-    for number, line in enumerate(lines):
+    for index, line in enumerate(lines):
         yield Child(candidate_key(line["stage"], line["epoch"], line["rollout"]), line["stage"], line["actions"],
-                    parents[line["stage"]], config, seed * 1000 + number)
+                    parents[line["stage"]], config, seed * 1000 + index)
 
 
 def stage_parents(root: Path, config: SearchConfig, setup: Setup) -> dict[str, nn.Module]:
     """Each stage's parent as the search had it: the best child of the last stage that found one."""
     parents, parent = {}, setup.teacher
-    for number, name in enumerate(config.stages, start=1):
+    for place, name in enumerate(config.stages, start=1):
         parents[name] = parent
-        best = root / f"stage{number}-{name}.pt"
+        best = root / f"stage{place}-{name}.pt"
         if best.is_file():
             parent = load_checkpoint(best).model.to(setup.device).eval()
     return parents
@@ -333,8 +312,8 @@ def reference_runs(child: Child, setup: Setup, config: DistillConfig, seeds: int
     """The reference protocol's accuracy and seconds for each of `seeds` seeds (weights and batches), the
     child's own first; the runs already made (`known`, in seed order) are taken as they are."""
     runs = list(known[:seeds])
-    for number in range(len(runs), seeds):
-        seed = child.seed + 7919 * number
+    for index in range(len(runs), seeds):
+        seed = child.seed + 7919 * index
         scratch = child.rewrite("scratch", setup.example_input, seed).child
         (val, test), seconds = timed(lambda: reference_accuracy(scratch, setup, config, seed), setup.device)
         runs.append(Run(val, seconds, test))
@@ -363,7 +342,7 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
     With `final`, each proxy-trained child is then distilled with it, as n2n does with the child it keeps.
     After each child, `keep` gets the rows so far, and the earlier runs of the children still to come."""
     earlier, rows = earlier or {}, []
-    for number, child in enumerate(children, start=1):
+    for place, child in enumerate(children, start=1):
         start = copy.deepcopy(child.proxy_child)
         proxy_acc, proxy_seconds = timed(lambda: distilled_accuracy(start, proxy.data, proxy.config, child.seed),
                                          setup.device)
@@ -379,9 +358,9 @@ def score_children(children: list[Child], setup: Setup, proxy: ProxyData, refere
                      "proxy_seconds": proxy_seconds, "reference_seconds": ref_seconds, **finals})
         reused = f", {min(len(known), seeds)} of {seeds} runs reused" if known else ""
         after = f", final {finals['final_accuracy']:.4f} in {finals['final_seconds']:.1f} s" if finals else ""
-        say(f"child {number}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
+        say(f"child {place}/{len(children)} {child.name} ({child.params:,} params): proxy {proxy_acc:.4f} "
             f"in {proxy_seconds:.1f} s{after}, reference {ref_acc:.4f} in {ref_seconds:.1f} s per run{reused}")
-        to_come = [(later, earlier.get(key_of(later))) for later in children[number:]]
+        to_come = [(later, earlier.get(key_of(later))) for later in children[place:]]
         keep(rows + [child_runs(later, later_runs) for later, later_runs in to_come if later_runs])
     return rows
 
@@ -426,7 +405,6 @@ def key_of(child: Child) -> str:
 # the same order (hence the same seeds), the same protocol and data, and the same machine for the seconds
 SAME_SETTINGS = ("run", "seed", "stage", "teacher", "dataset", "train_images", "val_images", "reference")
 SAME_MACHINE = ("device_name", "usable_cpus", "torch")
-CPU_DETAILS = ("cpu_model", "cpu_capability")  # recorded from 2026-12-03 on
 
 
 def earlier_runs(path: str, now_settings: dict[str, Any], now_machine: dict[str, Any]) -> dict[str, list[Run]]:
@@ -538,117 +516,7 @@ def final_summary(rows: list[dict]) -> dict[str, Any]:
                       "reference": rank_agreement(rows, "reference_accuracy", "final_accuracy")}}
 
 
-# ---- (b) executors -------------------------------------------------------------------------------
-def executor_plans(args: argparse.Namespace) -> tuple[list[tuple[str, int]], list[str]]:
-    """(executor, workers) pairs to time, and notes on those left out."""
-    plans, notes = [], []
-    for name in args.executors:
-        if name == "ray" and importlib.util.find_spec("ray") is None:
-            notes.append("ray: not installed (pip install 'n2n[ray]'), left out")
-            continue
-        # inline trains one child after another whatever the worker count
-        plans += [(name, 1)] if name == "inline" else [(name, count) for count in args.workers]
-    return plans, notes
-
-
-def executor_rate(name: str, workers: int, children: list[Child], proxy: ProxyData) -> dict[str, Any]:
-    """Candidates per minute once the workers are up; starting them (and their data) is timed apart."""
-    executor = make_executor(name, proxy.data, workers=workers)
-    device = proxy.data.train_images.device
-    try:
-        warm_up = [Job(f"warm-up-{n}", copy.deepcopy(children[0].proxy_child),
-                       replace(proxy.config, subset=proxy.config.batch_size), children[0].seed)
-                   for n in range(workers)]
-        _, start_seconds = timed(lambda: executor.run(warm_up), device)
-        jobs = [Job(child.name, copy.deepcopy(child.proxy_child), proxy.config, child.seed) for child in children]
-        results, seconds = timed(lambda: executor.run(jobs), device)
-    finally:
-        executor.close()
-    return {"executor": name, "workers": workers, "children": len(jobs), "failed": sum(not r.ok for r in results),
-            "start_seconds": start_seconds, "seconds": seconds, "candidates_per_minute": 60 * len(jobs) / seconds,
-            "described": executor.describe()}
-
-
-def measure_executors(args: argparse.Namespace, children: list[Child], proxy: ProxyData) -> dict[str, Any]:
-    plans, notes = executor_plans(args)
-    for note in notes:
-        say(note)
-    chosen = children[: args.executor_children]
-    rows = []
-    for name, workers in plans:
-        rows.append(executor_rate(name, workers, chosen, proxy))
-        say(f"{name} executor, {workers} worker(s): {rows[-1]['candidates_per_minute']:.2f} candidates/minute")
-    return {"rows": rows, "notes": notes}
-
-
-# ---- (c) child training against a bare loop ------------------------------------------------------
-def bare_epoch(model: nn.Module, data: DistillData, config: DistillConfig, seed: int) -> None:
-    """The least one distillation epoch can be: shuffle, forward, loss, backward, step."""
-    criterion = make_distill_loss(config.loss, temperature=config.temperature, alpha=config.alpha)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    order = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(seed))
-    order = order.to(data.train_labels.device)
-    model.train()
-    for start in range(0, len(order), config.batch_size):
-        index = order[start : start + config.batch_size]
-        loss = criterion(model(data.train_images[index]), data.teacher_logits[index], data.train_labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-
-def training_speed(child: Child, proxy: ProxyData, repeats: int) -> dict[str, Any]:
-    """Images per second of one proxy epoch, n2n's distill and the bare loop taking turns (median of each)."""
-    config = replace(proxy.config, epochs=1)
-    # no validation images: distill's time is its training alone, as the bare loop's
-    data = replace(proxy.data, val_images=proxy.data.val_images[:0], val_labels=proxy.data.val_labels[:0])
-    device = data.train_images.device
-    project, bare = [], []
-    for _ in range(repeats):
-        model = copy.deepcopy(child.proxy_child)
-        project.append(timed(lambda: distill(model, data, config, seed=child.seed), device)[1])
-        model = copy.deepcopy(child.proxy_child)
-        bare.append(timed(lambda: bare_epoch(model, data, config, child.seed), device)[1])
-    images = len(data.train_labels)
-    n2n_rate, bare_rate = images / statistics.median(project), images / statistics.median(bare)
-    return {"child": child.name, "images": images, "batch_size": config.batch_size, "repeats": repeats,
-            "threads": torch.get_num_threads(), "n2n_seconds": project, "bare_seconds": bare,
-            "n2n_images_per_second": n2n_rate, "bare_images_per_second": bare_rate,
-            "throughput_ratio": n2n_rate / bare_rate}
-
-
 # ---- what the run records ------------------------------------------------------------------------
-def machine(device: torch.device) -> dict[str, Any]:
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "torch": str(torch.__version__), "torch_threads": torch.get_num_threads(), "device": str(device),
-            "device_name": device_name(device), "cpu_model": cpu_model(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "git_revision": git_revision()}
-
-
-def cpu_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
-    """The first processor's fields in /proc/cpuinfo; empty where there is none."""
-    if not cpuinfo.is_file():
-        return {}
-    first = cpuinfo.read_text().split("\n\n", 1)[0]
-    return {name.strip(): value.strip() for name, _, value in (line.partition(":") for line in first.splitlines())}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return cpu_fields().get("model name") or platform.processor() or "cpu"
-
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    """Family and model: virtual machines often name every CPU of a vendor alike ("AMD EPYC"), and
-    CPUs of other models run other kernels, so their seconds, and last digits, differ."""
-    fields = cpu_fields(cpuinfo)
-    if "cpu family" not in fields or "model" not in fields:
-        return None
-    return f"family {fields['cpu family']} model {fields['model']}"
-
-
 def settings(args: argparse.Namespace, setup: Setup, reference: DistillConfig) -> dict[str, Any]:
     return {**vars(args), "dataset": setup.dataset, "train_images": len(setup.data.train_labels),
             "val_images": len(setup.data.val_labels), "proxy": to_dict(setup.config.proxy),
@@ -664,34 +532,7 @@ def targets(scoring: dict[str, Any], speed: dict[str, Any]) -> dict[str, Any]:
     return {**TARGETS, "met": met}
 
 
-def plain(value: Any) -> Any:
-    """JSON has no NaN: a measurement that could not be made is null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    return value
-
-
-def write_json(path: Path, result: dict[str, Any]) -> None:
-    """Whole or not at all: a stop mid-write must not tear the reference runs a partial file keeps."""
-    atomic_write_text(path, json.dumps(plain(result), indent=2) + "\n")
-
-
 # ---- the printed table ---------------------------------------------------------------------------
-def measured(value: Any) -> bool:
-    """A figure the run produced: not missing (None) and not NaN."""
-    return value is not None and not (isinstance(value, float) and not math.isfinite(value))
-
-
-def number(value: Any, digits: int = 2) -> str:
-    if not measured(value):
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
 def scoring_table(scoring: dict[str, Any]) -> list[str]:
     return ["## Scoring children: proxy against reference", "",
             "| children | proxy s | reference s | proxy s/child | reference s/child | cost ratio | Spearman "
@@ -747,38 +588,12 @@ def children_table(scoring: dict[str, Any]) -> list[str]:
     return lines
 
 
-def executor_table(executors: dict[str, Any] | None) -> list[str]:
-    if executors is None:
-        return []
-    lines = ["## Executors", "", "| executor | workers | children | start-up s | seconds | candidates/minute |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for row in executors["rows"]:
-        lines.append(f"| {row['executor']} | {row['workers']} | {row['children']} | {number(row['start_seconds'])} | "
-                     f"{number(row['seconds'])} | {number(row['candidates_per_minute'])} |")
-    return lines + [f"- {note}" for note in executors["notes"]]
-
-
-def speed_table(speed: dict[str, Any]) -> list[str]:
-    return ["## Child training speed", "", "| loop | images | images/second |", "|---|---:|---:|",
-            f"| n2n distill | {speed['images']:,} | {number(speed['n2n_images_per_second'], 0)} |",
-            f"| bare PyTorch | {speed['images']:,} | {number(speed['bare_images_per_second'], 0)} |", "",
-            f"n2n runs at {number(100 * speed['throughput_ratio'], 1)} % of the bare loop's speed "
-            f"({speed['threads']} torch threads, median of {speed['repeats']})."]
-
-
 def markdown(result: dict[str, Any]) -> str:
     met = ", ".join(f"{name} {'met' if ok else 'not met'}" for name, ok in result["targets"]["met"].items())
     lines = [*scoring_table(result["scoring"]), "", *children_table(result["scoring"]), "",
              *executor_table(result["executors"]), "", *speed_table(result["throughput"]), "",
              f"Targets: {met}. Machine: {machine_line(result['machine'])}."]
     return "\n".join(lines)
-
-
-def machine_line(machine: dict[str, Any]) -> str:
-    on_cpu = machine.get("device") == "cpu"
-    model = ", ".join(str(machine[name]) for name in CPU_DETAILS if on_cpu and machine.get(name))
-    named = f"{machine['device_name']} ({model})" if model else machine["device_name"]
-    return f"{named}, {machine['usable_cpus']} CPUs, torch {machine['torch']}"
 
 
 # ---- the whole measurement -----------------------------------------------------------------------

@@ -10,8 +10,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """benchmarks/<name>.py, loaded once and registered first: dataclasses look their module up by name,
-    and one script imports another by its name."""
+    """benchmarks/<name>.py, loaded once and registered first: dataclasses look their module up by name.
+    One script imports another by its name, as from its own folder when it runs as a script."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
         sys.modules[name] = importlib.util.module_from_spec(spec)

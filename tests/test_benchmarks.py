@@ -95,12 +95,12 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
 
 
 def test_executors_without_ray_are_timed_and_ray_is_named_as_left_out(monkeypatch):
-    script = load_script()
+    script, rates = load_script(), load_benchmark("executor_rates")
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(script.importlib.util, "find_spec",
+    monkeypatch.setattr(rates.importlib.util, "find_spec",
                         lambda name, *rest: None if name == "ray" else real_find_spec(name, *rest))
     args = script.parse_args(["--executors", "inline,process,ray", "--workers", "1,2"])
-    plans, notes = script.executor_plans(args)
+    plans, notes = rates.executor_plans(args)
     assert plans == [("inline", 1), ("process", 1), ("process", 2)]
     assert len(notes) == 1 and notes[0].startswith("ray: not installed")
 
@@ -194,7 +194,7 @@ def test_reuse_takes_runs_timed_on_another_cpu_and_says_so(tmp_path, capsys, the
 
 
 def test_the_cpu_model_is_read_from_cpuinfo_and_named_in_the_table(tmp_path):
-    script = load_script()
+    script = load_benchmark("measure")
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
                        "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\n")
