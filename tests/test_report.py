@@ -218,6 +218,20 @@ def test_report_shows_the_summary_numbers(run_dir: Path) -> None:
     assert "did not finish" not in text
 
 
+def test_report_lists_the_children_a_stage_rescored(run_dir: Path) -> None:
+    assert "trained again from their start" not in write_report(run_dir).read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"]["rescore_epochs"] = 3
+    summary["stages"][1]["rescored"] = [
+        {"name": "shrinkage-e2-r0", "proxy_accuracy": 0.79, "rescored_accuracy": 0.8123},
+        {"name": "shrinkage-e1-r2", "proxy_accuracy": 0.78, "rescored_accuracy": None}]
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    text = write_report(run_dir).read_text()
+    assert "trained again from their start for 3 proxy epochs" in text
+    assert "| shrinkage | shrinkage-e2-r0 | 79.00 % | 81.23 % |" in text
+    assert "| shrinkage | shrinkage-e1-r2 | 78.00 % | – |" in text
+
+
 def test_report_names_a_stage_that_samples_its_own_rollouts(run_dir: Path) -> None:
     assert "| rollouts per epoch | 3 |" in write_report(run_dir).read_text()
     summary = summary_json()

@@ -24,7 +24,7 @@ from n2n.search.executors import jobs
 from n2n.search.loop import Search
 from n2n.search.scorer import StageResult
 from n2n.search.records import CandidateRecord, EpochRecord, TeacherRecord
-from n2n.training import NonFiniteLossError
+from n2n.training import NonFiniteLossError, accuracy
 
 IMAGE = 12
 FAST = {
@@ -181,6 +181,34 @@ def test_stage_rewrites_rebuild_the_best_child_from_a_fresh_teacher():
         rebuilt.load_state_dict(result.best_child.state_dict(), strict=True)
         assert count_params(rebuilt) == result.best.params
         torch.testing.assert_close(rebuilt.eval()(val[0]), result.best_child.eval()(val[0]))
+
+
+# ---- multi-fidelity selection ------------------------------------------------------------------
+def test_rescoring_keeps_the_most_accurate_of_the_best_children_trained_longer():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    search, results = run_search(teacher, train, val, compression=2, rescore_top=3, rescore_epochs=2)
+    example = train[0][:1]
+    for result in results:
+        scored = [r for r in candidates(search.history) if r.stage == result.name and r.valid and not r.cached]
+        top = sorted(scored, key=lambda r: -r.reward)[:3]
+        rescored = result.rescored
+        assert [entry["name"] for entry in rescored] == [f"{r.stage}-e{r.epoch}-r{r.rollout}" for r in top]
+        assert [entry["proxy_accuracy"] for entry in rescored] == [r.val_accuracy for r in top]
+        best = max(rescored, key=lambda entry: entry["rescored_accuracy"])
+        assert result.best.val_accuracy == best["rescored_accuracy"]
+        assert result.summary()["rescored"] == rescored
+        # the kept child is the re-scored one, with its longer training's weights, rebuilt from the teacher
+        rebuilt = rebuild(conv4_teacher(), example, result.rewrites)
+        rebuilt.load_state_dict(result.best_child.state_dict(), strict=True)
+        assert accuracy(rebuilt, *val) == pytest.approx(result.best.val_accuracy)
+
+
+def test_without_rescoring_no_child_is_trained_again():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    _, results = run_search(teacher, train, val, compression=2)
+    assert all(result.rescored is None and result.summary()["rescored"] is None for result in results)
 
 
 # ---- reward cache ------------------------------------------------------------------------------
@@ -357,3 +385,13 @@ def test_the_same_seed_gives_the_same_actions_and_rewards():
     first = trace_of(seed=3)
     assert trace_of(seed=3) == first
     assert [t[1] for t in trace_of(seed=4)] != [t[1] for t in first]
+
+
+def test_rescore_top_from_the_command_line_and_its_bounds():
+    from n2n.cli import build_parser, search_options
+
+    args = build_parser().parse_args(["compress", "--teacher", "t.pt", "--out", "run", "--rescore-top", "4"])
+    assert from_dict(SearchConfig, search_options(args), "options").validate().rescore_top == 4
+    for bad in ({"rescore_top": -1}, {"rescore_epochs": 0}):
+        with pytest.raises(ConfigError, match="rescore-(top|epochs) must be a whole number"):
+            config(**bad)

@@ -96,7 +96,7 @@ def search_options(args: argparse.Namespace) -> dict:
         "reward": args.reward, "min_accuracy": args.min_accuracy,
         "init": args.init, "keep_channels": args.keep_channels, "policy_from": args.policy_from, "seed": args.seed,
         "method": args.method, "student_model": args.student_model, "student_width": args.student_width,
-        "ignored_layers": args.ignored_layers, "round_to": args.round_to,
+        "ignored_layers": args.ignored_layers, "round_to": args.round_to, "rescore_top": args.rescore_top,
     })
 
 
@@ -266,6 +266,9 @@ def add_compress(sub: Any) -> None:
                       help="comma-separated module names left exactly as they are, e.g. fc (never removed or shrunk)")
     comp.add_argument("--round-to", type=int, metavar="N",
                       help="kept widths are multiples of N, e.g. 8 for hardware (default 1)")
+    comp.add_argument("--rescore-top", type=int, metavar="N",
+                      help="train each stage's N best children again, longer (rescore_epochs proxy epochs, "
+                           "default 3), and keep the best of those (default 0: off)")
     comp.add_argument("--policy-from", help="run folder or policy file to start the policies from (transfer)")
     comp.add_argument("--seed", type=int)
     comp.add_argument("--executor", choices=CHOICES["executor"],

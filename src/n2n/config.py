@@ -100,6 +100,11 @@ class SearchConfig:
     proxy: DistillConfig = field(default_factory=lambda: DistillConfig(loss="kd", lr=5e-3, subset=15_000))
     final: DistillConfig = field(
         default_factory=lambda: DistillConfig(loss="kd", lr=3e-3, epochs=5, subset=None, augment=True))
+    # multi-fidelity selection: before a stage's best child becomes its best (and the next
+    # stage's parent), its `rescore_top` best distinct children are trained again from their
+    # start for `rescore_epochs` proxy epochs and the best of those kept (0: off)
+    rescore_top: int = 0
+    rescore_epochs: int = 3
     policy_from: str | None = None
     executor: str = "auto"
     workers: int = 1  # worker processes, or Ray tasks at once
@@ -141,6 +146,8 @@ class SearchConfig:
             check_whole(name.replace("_", "-"), getattr(self, name), 1, MAX_COUNT)
         check_whole("min-width", self.min_width, 1, MAX_WIDTH)
         check_whole("annealing-horizon", self.annealing_horizon, 0, MAX_COUNT)
+        check_whole("rescore-top", self.rescore_top, 0, MAX_COUNT)
+        check_whole("rescore-epochs", self.rescore_epochs, 1, MAX_COUNT)
         check_seed("seed", self.seed)
         check_real("baseline-decay", self.baseline_decay, 0, 1)
         check_real("entropy-coef", self.entropy_coef, -math.inf)

@@ -287,7 +287,23 @@ def _stage_section(run: RunData) -> str:
     note = ("Validation accuracies here come from the short proxy distillation that scores each child; "
             "\"cached\" children repeat an architecture already scored, \"invalid\" ones could not be built "
             "or run (reward -1).")
-    return "## Search stages\n\n" + "\n".join(table) + "\n\n" + note
+    return "## Search stages\n\n" + "\n".join(table) + "\n\n" + note + _rescored_lines(run)
+
+
+def _rescored_lines(run: RunData) -> str:
+    """Where a stage re-scored its best children longer: what each scored, at both fidelities."""
+    lines = []
+    for stage in (run.summary or {}).get("stages") or []:
+        for child in stage.get("rescored") or []:
+            lines.append(f"| {stage.get('name')} | {child.get('name')} | "
+                         f"{format_percent(child.get('proxy_accuracy'), '–')} | "
+                         f"{format_percent(child.get('rescored_accuracy'), '–')} |")
+    if not lines:
+        return ""
+    epochs = (run.config or {}).get("rescore_epochs", "more")
+    return ("\n\nThe best children of each stage, trained again from their start for "
+            f"{epochs} proxy epochs before the best was chosen (its best val accuracy above is the longer one):\n\n"
+            "| stage | child | proxy val accuracy | re-scored val accuracy |\n|---|---|---:|---:|\n" + "\n".join(lines))
 
 
 def _config_section(run: RunData) -> str:

@@ -136,7 +136,22 @@ class Search:
             bar.n = epoch + 1
             bar.set_postfix_str(progress_note(result))
         bar.close()
+        if cfg.rescore_top > 1 and result.rescored is None:
+            self.rescore(index, stage, parent, view, rewrites, result)
+            self.snapshot(index, cfg.epochs_per_stage, trainer, generator, result)
         return result
+
+    def rescore(self, index: int, stage: Stage, parent: nn.Module, view: NetworkView, rewrites: list[dict],
+                result: StageResult) -> None:
+        """Multi-fidelity selection: the stage's `rescore_top` best distinct children (by their proxy
+        reward), each made again and trained from its start for `rescore_epochs` proxy epochs; the
+        best of those becomes the stage's best child, and the next stage's parent."""
+        scored = [r for r in self.history if isinstance(r, CandidateRecord) and r.stage == stage.name
+                  and r.valid and not r.cached]
+        top = sorted(scored, key=lambda r: -self.scorer.hard_reward(r))[: self.config.rescore_top]
+        children = [self.make_child(stage, index, parent, view, torch.tensor(r.actions), r.epoch, r.rollout)
+                    for r in top]
+        self.scorer.rescore(list(zip(top, children)), result, rewrites)
 
     def initial_policy(self, stage: Stage) -> nn.Module:
         value_head = self.config.algorithm == "actor-critic"
@@ -171,7 +186,7 @@ class Search:
             "policy": result.policy.state_dict(), "trainer": trainer.state_dict() if trainer else None,
             "generator": generator.get_state() if generator is not None else None,
             "best": asdict(result.best) if result.best else None, "rewrites": result.rewrites,
-            "best_child": weights_of(result.best_child),
+            "best_child": weights_of(result.best_child), "rescored": result.rescored,
         }
 
     def restore_stage(self, index: int, parent: nn.Module, rewrites: list[dict], trainer: PolicyTrainer,
@@ -186,6 +201,7 @@ class Search:
             trainer.load_state_dict(state["trainer"])
             generator.set_state(state["generator"])
         result.candidates, result.rewrites = state["candidates"], state["rewrites"]
+        result.rescored = state.get("rescored")  # absent from snapshots written before re-scoring existed
         if state["best"] is not None:
             result.best = record_of(state["best"])
             result.best_child = self.rebuilt_child(state["rewrites"], state["best_child"])

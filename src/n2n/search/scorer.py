@@ -46,13 +46,15 @@ class StageResult:
     best_child: nn.Module | None = None
     rewrites: list[dict[str, Any]] = field(default_factory=list)  # teacher -> best child
     arch: dict[str, Any] | None = None  # the best child's zoo spec, when it is no rewrite of the teacher
+    # the children re-scored longer before the best was chosen (None: not re-scored)
+    rescored: list[dict[str, Any]] | None = None
 
     def summary(self) -> dict[str, Any]:
         best = self.best
         return {
             "name": self.name, "epochs": self.epochs, "candidates": self.candidates,
             "best_reward": best.reward if best else None, "best_params": best.params if best else None,
-            "best_val_accuracy": best.val_accuracy if best else None,
+            "best_val_accuracy": best.val_accuracy if best else None, "rescored": self.rescored,
         }
 
 
@@ -184,6 +186,31 @@ class Scorer:
         if outcome.weights is None:
             raise N2NError(f"could not train {child.name} again to recover its weights: {outcome.error}")
         return outcome.weights
+
+    def rescore(self, candidates: list[tuple[CandidateRecord, Child]], result: StageResult,
+                rewrites: list[dict]) -> None:
+        """Train each (record, child made again) for `rescore_epochs` proxy epochs from its start, all
+        together on the executor; the most accurate becomes the stage's best, with its reward at
+        that fidelity. The list of what was re-scored goes into the stage's result."""
+        config = replace(self.proxy, epochs=self.config.rescore_epochs)
+        log.info("%s: re-scoring its %d best children with %d proxy epochs", result.name, len(candidates),
+                 config.epochs)
+        jobs = [Job(child.name, child.rewrite.child, config, child.seed) for _, child in candidates]
+        outcomes = self.executor.run(jobs)
+        result.rescored = [{"name": child.name, "proxy_accuracy": record.val_accuracy,
+                            "rescored_accuracy": outcome.val_accuracy if outcome.ok else None}
+                           for (record, child), outcome in zip(candidates, outcomes)]
+        kept = [(outcome.val_accuracy, -place, place) for place, outcome in enumerate(outcomes) if outcome.ok]
+        if not kept:
+            return
+        place = max(kept)[2]  # a tie goes to the child the proxy ranked higher
+        record, child = candidates[place]
+        child.rewrite.child.load_state_dict(outcomes[place].weights)
+        best = replace(record, val_accuracy=outcomes[place].val_accuracy)
+        best.reward = self.hard_reward(best)
+        log.info("%s: %s kept (%.2f%% after %d epochs; proxy %.2f%%)", result.name, child.name,
+                 100 * best.val_accuracy, config.epochs, 100 * record.val_accuracy)
+        result.best, result.best_child, result.rewrites = best, child.rewrite.child, rewrites + child.steps
 
     # ---- rewards ---------------------------------------------------------------------------------
     def reward_of(self, score: Score, epoch: int, horizon: int) -> float:
