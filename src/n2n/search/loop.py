@@ -144,10 +144,11 @@ class Search:
     def rescore(self, index: int, stage: Stage, parent: nn.Module, view: NetworkView, rewrites: list[dict],
                 result: StageResult) -> None:
         """Multi-fidelity selection: the stage's `rescore_top` best distinct children (by their proxy
-        reward), each made again and trained from its start for `rescore_epochs` proxy epochs; the
-        best of those becomes the stage's best child, and the next stage's parent."""
+        reward, every constraint hard), each made again and trained from its start for
+        `rescore_epochs` proxy epochs; the best of those becomes the stage's best child, and the
+        next stage's parent."""
         scored = [r for r in self.history if isinstance(r, CandidateRecord) and r.stage == stage.name
-                  and r.valid and not r.cached]
+                  and r.valid and not r.cached and self.scorer.hard_reward(r) > INVALID_REWARD]
         top = sorted(scored, key=lambda r: -self.scorer.hard_reward(r))[: self.config.rescore_top]
         children = [self.make_child(stage, index, parent, view, torch.tensor(r.actions), r.epoch, r.rollout)
                     for r in top]

@@ -190,8 +190,8 @@ class Scorer:
     def rescore(self, candidates: list[tuple[CandidateRecord, Child]], result: StageResult,
                 rewrites: list[dict]) -> None:
         """Train each (record, child made again) for `rescore_epochs` proxy epochs from its start, all
-        together on the executor; the most accurate becomes the stage's best, with its reward at
-        that fidelity. The list of what was re-scored goes into the stage's result."""
+        together on the executor; the one with the highest reward at that fidelity becomes the
+        stage's best. The list of what was re-scored goes into the stage's result."""
         config = replace(self.proxy, epochs=self.config.rescore_epochs)
         log.info("%s: re-scoring its %d best children with %d proxy epochs", result.name, len(candidates),
                  config.epochs)
@@ -200,16 +200,20 @@ class Scorer:
         result.rescored = [{"name": child.name, "proxy_accuracy": record.val_accuracy,
                             "rescored_accuracy": outcome.val_accuracy if outcome.ok else None}
                            for (record, child), outcome in zip(candidates, outcomes)]
-        kept = [(outcome.val_accuracy, -place, place) for place, outcome in enumerate(outcomes) if outcome.ok]
+        rescored = [replace(record, val_accuracy=outcome.val_accuracy) if outcome.ok else None
+                    for (record, _), outcome in zip(candidates, outcomes)]
+        for record in filter(None, rescored):
+            record.reward = self.hard_reward(record)
+        # the highest reward at the longer fidelity; a tie goes to the child the proxy ranked higher
+        kept = [(record.reward, -place) for place, record in enumerate(rescored)
+                if record is not None and record.reward > INVALID_REWARD]
         if not kept:
             return
-        place = max(kept)[2]  # a tie goes to the child the proxy ranked higher
-        record, child = candidates[place]
+        place = -max(kept)[1]
+        best, child = rescored[place], candidates[place][1]
         child.rewrite.child.load_state_dict(outcomes[place].weights)
-        best = replace(record, val_accuracy=outcomes[place].val_accuracy)
-        best.reward = self.hard_reward(best)
         log.info("%s: %s kept (%.2f%% after %d epochs; proxy %.2f%%)", result.name, child.name,
-                 100 * best.val_accuracy, config.epochs, 100 * record.val_accuracy)
+                 100 * best.val_accuracy, config.epochs, 100 * candidates[place][0].val_accuracy)
         result.best, result.best_child, result.rewrites = best, child.rewrite.child, rewrites + child.steps
 
     # ---- rewards ---------------------------------------------------------------------------------
