@@ -26,6 +26,7 @@ from n2n.checkpoint import load_checkpoint
 from n2n.cli import main
 from n2n.config import SearchConfig, dump_yaml, from_dict, to_dict
 from n2n.errors import N2NError
+from n2n.export import SUFFIXES
 from n2n.report.run_folder import RunFolder
 
 
@@ -246,11 +247,12 @@ def train(*extra: str, data: Callable | None = None, out: Callable | None = None
     return argv
 
 
-def export(*extra: str, checkpoint: Callable | None = None, out: Callable | None = None) -> Case:
+def export(*extra: str, checkpoint: Callable | None = None, out: Callable | None = None,
+           fmt: str = "torchscript") -> Case:
     def argv(ws: dict[str, Path], tmp: Path) -> list[str]:
-        where = ["--out", str(out(ws, tmp))] if out else ["--out", str(tmp / "t.torchscript.pt")]
+        where = ["--out", str(out(ws, tmp))] if out else ["--out", str(tmp / f"t{SUFFIXES[fmt]}")]
         return ["--quiet", "export", str(checkpoint(ws, tmp) if checkpoint else ws["teacher"]), "--format",
-                "torchscript", *where, *extra]
+                fmt, *where, *extra]
     return argv
 
 
@@ -367,10 +369,12 @@ def small_tmpfs(tmp_path):
 
 
 def test_a_real_full_disk_and_a_read_only_one(ws, small_tmpfs, capsys):
-    out = small_tmpfs / "t.torchscript.pt"  # the teacher's TorchScript export is larger than 64 KiB
-    code, err = run_cli(export(out=lambda ws, tmp: out)(ws, small_tmpfs), capsys)
-    assert "free some space" in assert_one_error_line(code, err)
-    assert list(small_tmpfs.iterdir()) == []
+    for fmt in ("torchscript", "onnx", "exported"):  # the teacher's export is larger than 64 KiB in each
+        out = small_tmpfs / f"t{SUFFIXES[fmt]}"
+        code, err = run_cli(export(out=lambda ws, tmp: out, fmt=fmt)(ws, small_tmpfs), capsys)
+        line = assert_one_error_line(code, err)
+        assert str(out) in line and "free some space" in line, fmt
+        assert list(small_tmpfs.iterdir()) == [], fmt
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     code, err = run_cli(compress(out=lambda ws, tmp: small_tmpfs / "run")(ws, small_tmpfs), capsys)
     assert "not writable" in assert_one_error_line(code, err)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import io
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -161,8 +162,11 @@ def _write_exported(model: nn.Module, sample: torch.Tensor, file: Path) -> torch
             program = torch.export.export(model, (sample,), dynamic_shapes=({0: batch},))
         except Exception as error:  # torch.export raises many types on unusual models
             raise ModelError(f"the model cannot be exported with torch.export ({_first_line(error)})") from error
-        torch.export.save(program, str(file))
-        loaded = torch.export.load(str(file))
+        # saved into memory first: torch's archive writer aborts the process on a full disk
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        file.write_bytes(buffer.getvalue())
+        loaded = torch.export.load(io.BytesIO(file.read_bytes()))  # the file read back, whatever its suffix
     with torch.inference_mode():
         return loaded.module()(sample)
 
@@ -200,12 +204,14 @@ def _export_onnx(model: nn.Module, sample: torch.Tensor, file: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
     with _quiet_onnx_exporter():
         try:
-            torch.onnx.export(
-                model, (sample,), str(file), dynamo=True, verbose=False, external_data=False,
+            program = torch.onnx.export(
+                model, (sample,), None, dynamo=True, verbose=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
             )
+            data = program.model_proto.SerializeToString()
         except Exception as error:  # torch.export and the translator raise many types
             raise ModelError(f"the model cannot be exported to ONNX ({_first_line(error)})") from error
+    file.write_bytes(data)  # written here, so that a full disk is an OSError naming the file
 
 
 @contextmanager
