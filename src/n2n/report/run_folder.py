@@ -8,17 +8,15 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import shutil
 import os
+import shutil
 from pathlib import Path
 from typing import IO, Any
 
 import torch
-from torch import nn
 
-from ..files import atomic_save, atomic_write_text, naming, temporary_sibling
 from ..errors import N2NError, RunInUseError
-from ..policies.io import POLICY_FILES
+from ..files import atomic_save, atomic_write_text, naming, temporary_sibling
 
 log = logging.getLogger(__name__)
 
