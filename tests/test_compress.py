@@ -33,7 +33,7 @@ FAST = {
     "final": {"epochs": 1, "subset": None},
 }
 ROW_KEYS = {"params", "flops", "val_accuracy", "test_accuracy"}
-STAGE_KEYS = {"name", "epochs", "candidates", "best_reward", "best_params", "best_val_accuracy"}
+STAGE_KEYS = {"name", "epochs", "candidates", "best_reward", "best_params", "best_val_accuracy", "rescored"}
 SUMMARY_KEYS = {"teacher", "student", "compression", "stages", "config", "search_seconds"}
 
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -71,7 +71,7 @@ def check_summary(summary: dict, teacher: nn.Module, student: nn.Module, test: P
     assert summary["student"]["test_accuracy"] == pytest.approx(accuracy(student, *test))
     assert [stage["name"] for stage in summary["stages"]] == ["removal", "shrinkage"]
     for stage in summary["stages"]:
-        assert set(stage) == STAGE_KEYS and stage["epochs"] == 2
+        assert set(stage) == STAGE_KEYS and stage["epochs"] == 2 and stage["rescored"] is None
         assert 1 <= stage["candidates"] <= 4 and -1 <= stage["best_reward"] <= 1
     assert summary["config"] == to_dict(from_dict(SearchConfig, FAST))
 
