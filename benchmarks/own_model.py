@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 import n2n
-from n2n.arch import count_params
 from n2n.files import atomic_write_text
 from n2n.run import git_revision
 from n2n.runtime import resolve_device, seed_everything
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = n2n.compress(teacher.eval(), train, val, test_data=test, compression=args.compression, seed=args.seed,
                           device=str(device), **n2n.augmentation_options(data), **json.loads(args.search))
     compress_seconds = time.perf_counter() - started
-    row = measured(args, teacher, result, test, kwargs, teacher_seconds, compress_seconds)
+    row = measured(args, build(**kwargs), result, test, teacher_seconds, compress_seconds)
     print(table(row))
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"own_model-{args.model_class}-seed{args.seed}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -88,19 +87,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return row
 
 
-def measured(args: argparse.Namespace, teacher: nn.Module, result: n2n.CompressionResult,
-             test: tuple[torch.Tensor, torch.Tensor], kwargs: dict[str, Any], teacher_seconds: float,
-             compress_seconds: float) -> dict[str, Any]:
-    """The table's numbers; the student saved, reloaded on a fresh instance and scored again."""
+def measured(args: argparse.Namespace, fresh: nn.Module, result: n2n.CompressionResult,
+             test: tuple[torch.Tensor, torch.Tensor], teacher_seconds: float, compress_seconds: float) -> dict[str, Any]:
+    """The table's numbers (compress's own summary); the student saved, reloaded on `fresh`, a new
+    instance of the user's class, and scored again."""
     with tempfile.TemporaryDirectory() as folder:
         saved = Path(folder) / "student.pt"
         n2n.save_student(result, saved)
-        reloaded = n2n.load_student(saved, model=model_class(args.model_file, args.model_class)(**kwargs))
+        reloaded = n2n.load_student(saved, model=fresh)
+    teacher, student = result.summary["teacher"], result.summary["student"]
     return {
         "model": f"{args.model_file}:{args.model_class}({args.model_kwargs})", "dataset": args.dataset,
         "seed": args.seed, "compression_asked": args.compression, "commit": git_revision(),
-        "teacher_params": count_params(teacher), "teacher_test_accuracy": accuracy(teacher, *test),
-        "student_params": count_params(result.student), "student_test_accuracy": result.summary["student"]["test_accuracy"],
+        "teacher_params": teacher["params"], "teacher_test_accuracy": teacher["test_accuracy"],
+        "student_params": student["params"], "student_test_accuracy": student["test_accuracy"],
         "reloaded_test_accuracy": accuracy(reloaded.to(test[0].device), *test),
         "teacher_seconds": teacher_seconds, "compress_seconds": compress_seconds,
     }

@@ -7,8 +7,8 @@ place, so the file a user finds is the one that was checked.
 from __future__ import annotations
 
 import importlib
-import logging
 import io
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
