@@ -112,6 +112,7 @@ def test_each_experiment_runs_at_tiny_scale_and_writes_its_table_and_plot(in_rep
     for variant in experiment.table or experiment.variants:
         assert f"| {variant} |" in table
     assert (folder / "curves.png").stat().st_size > 10_000
+    assert (folder / "students.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -130,7 +131,7 @@ def test_the_table_header_names_the_teachers_of_the_rows_it_shows():
 
     def row(variant, teacher):
         return RunRow(variant=variant, seed=0, params=1, compression=1.0, test_accuracy=0.9,
-                      teacher_test_accuracy=teacher, seconds=0.0, children=0, curves={})
+                      teacher_test_accuracy=teacher, teacher_params=100, seconds=0.0, children=0, curves={})
 
     rows = [row("pretrain", 0.924), row("scratch", 0.9106), row("transfer", 0.9106)]
     transfer = Experiment(name="t", title="t", variants={"pretrain": {}, "scratch": {}, "transfer": {}},
@@ -138,3 +139,21 @@ def test_the_table_header_names_the_teachers_of_the_rows_it_shows():
     assert teacher_accuracies(transfer, rows) == [0.9106]
     everything = Experiment(name="t", title="t", variants={"pretrain": {}, "scratch": {}})
     assert teacher_accuracies(everything, rows) == [0.9106, 0.924]
+
+
+def test_the_students_plot_shows_every_measured_student_and_is_skipped_without_one(tmp_path):
+    from n2n.experiments.plots import plot_students
+    from n2n.experiments.results import RunRow
+
+    def row(variant, seed, params, accuracy):
+        return RunRow(variant=variant, seed=seed, params=params, compression=200_000 / params,
+                      test_accuracy=accuracy, teacher_test_accuracy=0.924, teacher_params=200_000, seconds=1.0,
+                      children=1, curves={})
+
+    rows = [row("n2n-10x", 0, 19_500, 0.909), row("n2n-10x", 1, 19_300, 0.910), row("prune-10x", 0, 19_760, 0.913),
+            row("prune-20x", 0, 9_900, 0.897)]
+    path = plot_students(tmp_path / "students.png", "conv4", rows)
+    assert path == tmp_path / "students.png" and path.stat().st_size > 10_000
+    unmeasured = [row("n2n-10x", 0, 19_500, None)]
+    assert plot_students(tmp_path / "none.png", "conv4", unmeasured) is None
+    assert not (tmp_path / "none.png").exists()

@@ -8,6 +8,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..report.plots import log_count_axis, pareto_front
+
 SEARCH_STAGES = ("removal", "shrinkage")
 QUANTITIES = (("reward", "mean reward"), ("accuracy", "val accuracy of valid children"),
               ("compression", "compression of valid children (x)"))
@@ -33,6 +35,34 @@ def plot_curves(path: Path, title: str, rows: list[Any]) -> Path | None:
             ax.grid(alpha=0.3)
         axes[0][column].legend(fontsize="small")
     figure.suptitle(title)
+    return save(figure, path)
+
+
+def plot_students(path: Path, title: str, rows: list[Any]) -> Path | None:
+    """Test accuracy against parameters of every run's final student, one colour per variant,
+    the front no other student beats, and each teacher; None when no student has a test accuracy."""
+    measured = [r for r in rows if r.test_accuracy is not None]
+    if not measured:
+        return None
+    figure = Figure(figsize=(9, 5.5), constrained_layout=True)
+    ax = figure.subplots()
+    for variant in dict.fromkeys(r.variant for r in measured):
+        group = [r for r in measured if r.variant == variant]
+        ax.scatter([r.params for r in group], [100 * r.test_accuracy for r in group], s=40, alpha=0.8,
+                   label=f"{variant} ({len(group)} seed(s))")
+    front = pareto_front((r.params, 100 * r.test_accuracy) for r in measured)
+    ax.step(*zip(*front), where="post", color="black", lw=1, alpha=0.6, label="front of all students")
+    teachers = {(r.teacher_params, r.teacher_test_accuracy) for r in measured if r.teacher_test_accuracy is not None}
+    for params, accuracy in sorted(teachers):
+        ax.axhline(100 * accuracy, color="goldenrod", ls="--", lw=1)
+        ax.scatter([params], [100 * accuracy], marker="*", s=220, color="gold", edgecolor="black", zorder=5,
+                   label=f"teacher ({100 * accuracy:.2f} %)")
+    log_count_axis(ax)
+    ax.set_xlabel("student parameters (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save(figure, path)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..files import atomic_write_text
 from ..report.summary import is_valid, load_run
-from .plots import plot_curves
+from .plots import plot_curves, plot_students
 from .spec import Experiment
 
 
@@ -22,6 +22,7 @@ class RunRow:
     compression: float
     test_accuracy: float | None
     teacher_test_accuracy: float | None
+    teacher_params: int
     seconds: float
     children: int  # children trained (cache hits and rejections excluded)
     curves: dict[str, list[dict[str, float]]]  # stage -> per policy epoch: reward, accuracy, compression
@@ -34,6 +35,7 @@ def run_row(run_dir: Path, variant: str, seed: int) -> RunRow:
         variant=variant, seed=seed, params=summary["student"]["params"], compression=summary["compression"],
         test_accuracy=summary["student"].get("test_accuracy"),
         teacher_test_accuracy=summary["teacher"].get("test_accuracy"),
+        teacher_params=summary["teacher"]["params"],
         seconds=float(summary.get("search_seconds", 0.0)),
         children=sum(stage["candidates"] for stage in summary["stages"]),
         curves={stage: epoch_curve(run, stage) for stage in run.stages},
@@ -88,7 +90,7 @@ def table_lines(experiment: Experiment, rows: list[RunRow]) -> list[str]:
 
 
 def write_results(folder: Path, experiment: Experiment, rows: list[RunRow]) -> None:
-    """table.md (with the runs listed), results.json (every row and curve) and curves.png."""
+    """table.md (with the runs listed), results.json (every row and curve), curves.png and students.png."""
     header = [f"# {experiment.title}", ""]
     if experiment.figure:
         header += [f"Reproduces {experiment.figure}.", ""]
@@ -105,6 +107,7 @@ def write_results(folder: Path, experiment: Experiment, rows: list[RunRow]) -> N
     atomic_write_text(folder / "results.json", json.dumps(
         {"experiment": experiment.name, "scale": experiment.scale, "rows": [asdict(r) for r in rows]}, indent=1))
     plot_curves(folder / "curves.png", experiment.title, rows)
+    plot_students(folder / "students.png", experiment.title, rows)
 
 
 def teacher_accuracies(experiment: Experiment, rows: list[RunRow]) -> list[float]:

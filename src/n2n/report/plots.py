@@ -189,7 +189,7 @@ def accuracy_vs_params_figure(run: RunData) -> Figure:
     if not everything:
         ax.text(0.5, 0.5, "no valid child was scored", transform=ax.transAxes, ha="center", color="grey")
     if ax.has_data():
-        _log_count_axis(ax)
+        log_count_axis(ax)
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Children scored by the search (proxy distillation)")
@@ -200,7 +200,7 @@ def accuracy_vs_params_figure(run: RunData) -> Figure:
     return figure
 
 
-def _log_count_axis(ax: Axes) -> None:
+def log_count_axis(ax: Axes) -> None:
     """Log-scale parameter axis labelled in plain counts (70k, 1.2M), with more labels over a short range."""
     ax.set_xscale("log")
     low, high = ax.get_xlim()
