@@ -42,6 +42,8 @@ from scipy import stats
 from torch import nn
 
 from n2n.arch import NetworkView, Rewrite, arch_signature
+from n2n.arch.budget import Budget, fitting_budget
+from n2n.arch.measure import count_params
 from n2n.checkpoint import check_fits, load_checkpoint
 from n2n.config import STAGES, SearchConfig, from_dict, load_yaml, to_dict
 from n2n.data import as_tensors, augmentation_options, load_dataset
@@ -52,6 +54,7 @@ from n2n.errors import N2NError
 from n2n.report.summary import is_valid, load_run
 from n2n.runtime import resolve_device, seed_everything
 from n2n.search.executors import EXECUTORS
+from n2n.search.loop import unfitted_parent
 from n2n.search.stages import make_stage
 from n2n.search.state import candidate_key
 from n2n.training import NonFiniteLossError, accuracy, train_epochs
@@ -143,11 +146,14 @@ class Setup:
     config: SearchConfig  # of --config: its proxy is the default scoring
     device: torch.device
     dataset: str
+    teacher_rewrites: int = 0  # rewrites the teacher's own checkpoint holds: a stage file's come after them
 
 
-def make_setup(args: argparse.Namespace, teacher_path: str, dataset: str | None) -> Setup:
+def make_setup(args: argparse.Namespace, teacher_path: str, dataset: str | None,
+               config: SearchConfig | None = None) -> Setup:
+    """The teacher, data and scoring settings (`config`, else those of --config) on the device."""
     device = resolve_device(args.device)
-    config = from_dict(SearchConfig, load_yaml(args.config), str(args.config)).validate()
+    config = config or from_dict(SearchConfig, load_yaml(args.config), str(args.config)).validate()
     teacher = load_checkpoint(teacher_path)
     name = dataset or teacher.meta["dataset"]
     splits = load_dataset(name, args.data_dir, seed=args.seed, limit=args.limit)
@@ -159,7 +165,8 @@ def make_setup(args: argparse.Namespace, teacher_path: str, dataset: str | None)
         train_x, train_y = train_x[: args.train_limit], train_y[: args.train_limit]
     # the final distillation augments as `n2n compress` does; the proxy and the reference do not
     data = DistillData(train_x, train_y, val_x, val_y, **augmentation_options(splits))
-    return Setup(teacher.model.to(device).eval(), data, test, train_x[:1], config, device, name)
+    return Setup(teacher.model.to(device).eval(), data, test, train_x[:1], config, device, name,
+                 len(teacher.arch.get("rewrites", [])))
 
 
 # ---- the children --------------------------------------------------------------------------------
@@ -173,6 +180,7 @@ class Child:
     parent: nn.Module
     config: SearchConfig  # the stage's ratios and minimum width
     seed: int
+    budget: Budget | None = None  # in budget mode the search fitted each child to it: so is it here
     params: int = 0
     flops: int = 0
     proxy_child: nn.Module | None = field(default=None, repr=False)  # as the proxy starts from it
@@ -180,7 +188,7 @@ class Child:
     def rewrite(self, init: str, example_input: torch.Tensor, seed: int | None = None) -> Rewrite:
         """The child with inherited or freshly initialised weights (no child when the actions give none)."""
         torch.manual_seed(self.seed if seed is None else seed)  # scratch weights come from the global generator
-        stage = make_stage(self.stage, replace(self.config, init=init))
+        stage = make_stage(self.stage, replace(self.config, init=init), self.budget)
         view = NetworkView.build(self.parent, example_input)
         return stage.apply(self.parent, view, torch.tensor(self.actions), example_input)[0]
 
@@ -213,29 +221,36 @@ def sampled_candidates(setup: Setup, seed: int, attempts: int, only: str | None)
         stage, policy = stages[attempt % len(stages)], policies[attempt % len(stages)]
         with torch.no_grad():
             actions = stage.sample(policy, view, generator).actions.tolist()
-        yield Child(f"sampled-{attempt}", stage.name, actions, setup.teacher, setup.config, seed * 1000 + attempt)
+        yield Child(f"sampled-{attempt}", stage.name, actions, setup.teacher, setup.config, seed * 1000 + attempt,
+                    fitting_budget(setup.config, count_params(setup.teacher)))
 
 
 def run_candidates(run: Any, setup: Setup, seed: int, only: str | None) -> Iterator[Child]:
     """The run's trained children in a seeded random order, each rebuilt on its stage's parent."""
     config = from_dict(SearchConfig, run.config, f"{run.root}/config.yaml")
     parents = stage_parents(run.root, config, setup)
+    budget = fitting_budget(config, count_params(setup.teacher))
     lines = [line for line in run.candidates if is_valid(line) and not line.get("cached")
              and only in (None, line["stage"])]
     random.Random(seed).shuffle(lines)
     for index, line in enumerate(lines):
         yield Child(candidate_key(line["stage"], line["epoch"], line["rollout"]), line["stage"], line["actions"],
-                    parents[line["stage"]], config, seed * 1000 + index)
+                    parents[line["stage"]], config, seed * 1000 + index, budget)
 
 
 def stage_parents(root: Path, config: SearchConfig, setup: Setup) -> dict[str, nn.Module]:
-    """Each stage's parent as the search had it: the best child of the last stage that found one."""
+    """Each stage's parent as the search had it: the best child of the last stage that found one (in
+    budget mode, the teacher with that child's layers removed, at full widths)."""
     parents, parent = {}, setup.teacher
+    budget = fitting_budget(config, count_params(setup.teacher))
     for place, name in enumerate(config.stages, start=1):
         parents[name] = parent
         best = root / f"stage{place}-{name}.pt"
         if best.is_file():
-            parent = load_checkpoint(best).model.to(setup.device).eval()
+            saved = load_checkpoint(best)
+            parent = saved.model.to(setup.device).eval() if budget is None else unfitted_parent(
+                setup.teacher, setup.example_input, saved.arch["rewrites"][setup.teacher_rewrites:], config.seed,
+                place)[0].eval()
     return parents
 
 

@@ -139,3 +139,56 @@ def test_a_run_pads_augmented_crops_black(monkeypatch, tmp_path):
                     SearchConfig(), None, False, None)
     (fill,) = seen["crop_fill"]
     assert fill == pytest.approx(-0.2860 / 0.3530) and seen["crop_padding"] == 2
+
+
+def batchnorm_student() -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(48, 4))
+
+
+def test_recalibration_sets_batchnorm_statistics_to_those_of_the_images_and_changes_nothing_else():
+    from n2n.training import recalibrate_batchnorm
+
+    student = batchnorm_student().eval()
+    norm = student[1]
+    norm.momentum = 0.3
+    images = torch.randn(100, 1, 4, 4) * 2 + 5
+    weights = {k: v.clone() for k, v in student.state_dict().items() if "running" not in k and "batches" not in k}
+    recalibrate_batchnorm(student, images, batch_size=7)  # 14 batches of 7; the last 2 images left out
+    with torch.no_grad():
+        features = student[0](images[:98]).transpose(0, 1).reshape(3, -1)
+    # the plain average of equal batches' means is the mean of their images
+    assert torch.allclose(norm.running_mean, features.mean(1), atol=1e-4)
+    assert (norm.running_var - features.var(1)).abs().max() < 0.05 * features.var(1).max()
+    assert norm.momentum == 0.3 and not student.training
+    assert all(torch.equal(student.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_a_proxy_of_zero_epochs_only_recalibrates_and_scores():
+    from n2n.training import accuracy, recalibrate_batchnorm
+
+    teacher, data = toy_problem()
+    student = batchnorm_student()
+    data = replace(data, val_images=data.val_images, train_images=data.train_images)
+    expected = batchnorm_student()
+    recalibrate_batchnorm(expected, data.subset(50, 0).train_images, batch_size=16)
+    outcome = distill(student, data, DistillConfig(epochs=0, calibrate=50, subset=None, batch_size=16), seed=0)
+    assert torch.equal(student[0].weight, expected[0].weight)
+    assert torch.allclose(student[1].running_mean, expected[1].running_mean)
+    assert torch.allclose(student[1].running_var, expected[1].running_var)
+    assert outcome.val_accuracy == accuracy(expected, data.val_images, data.val_labels)
+
+
+@pytest.mark.parametrize("name, options, words", [
+    ("final", {"epochs": 0}, "final.epochs must be a whole number between 1"),
+    ("proxy", {"epochs": -1}, "proxy.epochs must be a whole number between 0"),
+    ("proxy", {"calibrate": -5}, "proxy.calibrate must be a whole number of at least 0"),
+    ("proxy", {"calibrate": 2.5}, "proxy.calibrate"),
+])
+def test_proxy_may_train_zero_epochs_and_calibrate_a_whole_number_of_images(name, options, words):
+    from n2n.config import SearchConfig, from_dict
+
+    with pytest.raises(ConfigError, match=words):
+        from_dict(SearchConfig, {name: options}).validate()
+    assert from_dict(SearchConfig, {"proxy": {"epochs": 0, "calibrate": 256}}).validate().proxy.calibrate == 256

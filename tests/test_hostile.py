@@ -170,8 +170,9 @@ BAD_CONFIGS = {
     "student-model-a-number": "student_model: 5", "student-model-a-list": "student_model: [a, b]",
     "policy-from-a-number": "policy_from: 5", "compression-below-1": "compression: 0.5",
     "compression-nan": "compression: .nan", "compression-text": "compression: ten", "ray-address-a-number":
-    "ray_address: 5", "proxy-epochs-0": "proxy: {epochs: 0}", "proxy-epochs-negative": "proxy: {epochs: -1}",
-    "final-epochs-negative": "final: {epochs: -3}", "proxy-subset-negative": "proxy: {subset: -5}",
+    "ray_address: 5", "final-epochs-0": "final: {epochs: 0}", "proxy-epochs-negative": "proxy: {epochs: -1}",
+    "final-epochs-negative": "final: {epochs: -3}", "proxy-calibrate-negative": "proxy: {calibrate: -1}",
+    "proxy-subset-negative": "proxy: {subset: -5}",
     "proxy-batch-0": "proxy: {batch_size: 0}", "proxy-lr-nan": "proxy: {lr: .nan}",
     "proxy-lr-inf": "proxy: {lr: .inf}", "final-weight-decay-negative": "final: {weight_decay: -1}",
     "proxy-temperature-0": "proxy: {temperature: 0}", "proxy-alpha-above-1": "proxy: {alpha: 1.5}",

@@ -289,3 +289,12 @@ def test_the_cli_report_of_a_run_with_mistyped_lines_skips_them_and_says_so(run_
     assert main(["--quiet", "report", str(run_dir)]) == 0
     assert "line(s) 2 could not be read" in (run_dir / "report.md").read_text()
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_report_names_a_proxy_that_recalibrates_batchnorm(run_dir: Path) -> None:
+    assert "| proxy distillation | l2 loss, 1 epoch(s), subset 1000 |" in write_report(run_dir).read_text()
+    summary = summary_json()
+    summary["config"]["proxy"] = {"loss": "kd", "epochs": 0, "subset": 15000, "calibrate": 512}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert ("| proxy distillation | kd loss, 0 epoch(s), subset 15000, BatchNorm recalibrated on 512 images |"
+            in write_report(run_dir).read_text())

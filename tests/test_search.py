@@ -204,6 +204,24 @@ def test_rescoring_keeps_the_most_accurate_of_the_best_children_trained_longer()
         assert accuracy(rebuilt, *val) == pytest.approx(result.best.val_accuracy)
 
 
+def test_a_screen_of_zero_epochs_scores_children_untrained_and_the_rescore_trains_the_best(monkeypatch):
+    import n2n.distill.trainer as trainer
+
+    epochs: list[int] = []
+    train_epochs = trainer.train_epochs
+    monkeypatch.setattr(trainer, "train_epochs", lambda *a, **k: epochs.append(k["epochs"]) or train_epochs(*a, **k))
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    proxy = {**FAST["proxy"], "epochs": 0, "calibrate": 32}
+    search, results = run_search(teacher, train, val, compression=2, proxy=proxy, rescore_top=2, rescore_epochs=1)
+    trained = [r for r in candidates(search.history) if r.valid and not r.cached]
+    rescored = [entry for result in results for entry in result.rescored]
+    assert epochs.count(0) == len(trained) and epochs.count(1) == len(rescored) > 0
+    assert len(epochs) == len(trained) + len(rescored)
+    for result in results:
+        assert result.best.val_accuracy in [entry["rescored_accuracy"] for entry in result.rescored]
+
+
 def test_without_rescoring_no_child_is_trained_again():
     teacher = conv4_teacher()
     train, val = labelled_by(teacher)

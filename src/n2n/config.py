@@ -239,8 +239,10 @@ def check_policy(name: str, policy: PolicyConfig) -> None:
 
 
 def check_distill(name: str, config: DistillConfig) -> None:
-    """A proxy or final training: how long, on how much, at what step size."""
-    check_whole(f"{name}.epochs", config.epochs, 1, MAX_COUNT)
+    """A proxy or final training: how long, on how much, at what step size. The proxy may train
+    for 0 epochs (a child scored on its inherited weights, BatchNorm recalibrated where asked)."""
+    check_whole(f"{name}.epochs", config.epochs, 0 if name == "proxy" else 1, MAX_COUNT)
+    check_whole(f"{name}.calibrate", config.calibrate, 0)
     if config.subset is not None:
         check_whole(f"{name}.subset", config.subset, 1)
     check_whole(f"{name}.batch_size", config.batch_size, 1, MAX_BATCH)

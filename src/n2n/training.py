@@ -88,6 +88,29 @@ def train_epochs(
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> None:
+    """Every BatchNorm layer's running statistics recomputed from `images` (EagleEye's adaptive
+    BatchNorm). A child with layers removed or channels cut inherits statistics measured on its
+    parent's features; scored before any training, those statistics, not its weights, decide
+    most of its accuracy."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or len(images) == 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # the plain average of the batches' statistics, however many
+    was_training = model.training
+    model.train()
+    usable = len(images) // batch_size * batch_size or len(images)  # equal batches weigh every image alike
+    for start in range(0, usable, batch_size):
+        model(images[start : start + batch_size])
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+
+
+@torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits for already-normalised `images`, in eval mode, batch by batch."""
     model.eval()

@@ -61,6 +61,12 @@ def budget_of(config: Any, teacher_params: int) -> Budget | None:
                       compression=config.compression)
 
 
+def fitting_budget(config: Any, teacher_params: int) -> Budget | None:
+    """The budget a search fits every child to: its limits in budget mode (reward "accuracy"); None
+    under the paper's reward, which penalises a child over the limits instead of fitting it."""
+    return budget_of(config, teacher_params) if config.reward_kind == "accuracy" else None
+
+
 def fit_to_budget(parent: nn.Module, view: NetworkView, ratios: Sequence[float], example_input: Tensor,
                   budget: Budget, *, init: str = "inherit", min_width: int = DEFAULT_MIN_WIDTH,
                   criterion: str = "contribution") -> Rewrite:

@@ -324,12 +324,17 @@ def _config_section(run: RunData) -> str:
         ("channels kept when shrinking", cfg.get("keep_channels")),
         ("constraints", ", ".join(limits) or "none"),
         ("proxy distillation", f"{proxy.get('loss')} loss, {proxy.get('epochs')} epoch(s), "
-                               f"subset {proxy.get('subset')}" if proxy else None),
+                               f"subset {proxy.get('subset')}{_calibration(proxy)}" if proxy else None),
         ("policy transferred from", cfg.get("policy_from")),
     ]
     table = ["| setting | value |", "|---|---|"]
     table += [f"| {name} | {value} |" for name, value in settings if value is not None]
     return "## Settings\n\n" + "\n".join(table)
+
+
+def _calibration(distill: dict[str, Any]) -> str:
+    images = distill.get("calibrate")
+    return f", BatchNorm recalibrated on {images} images" if images else ""
 
 
 def _rollouts(cfg: dict) -> str | None:

@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 POLICY_KIND = {"removal": "removal", "shrinkage": "shrink"}
 
 
+def unfitted_parent(teacher: nn.Module, example_input: torch.Tensor, rewrites: list[dict[str, Any]], seed: int,
+                    index: int) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Budget mode's parent of stage `index`: the teacher with the layers an earlier stage's best child
+    removed (its `rewrites`), at full widths; and those removals."""
+    removals = [step for step in rewrites if step.get("op") != "shrink"]
+    torch.manual_seed(seed * 7919 + index)  # layers refitted after a removal start alike
+    parent = rebuild(copy.deepcopy(teacher), example_input, removals)
+    return parent.to(example_input.device), removals
+
+
 class Search:
     """One search run. With a `store`, it snapshots itself at every policy epoch; with
     `resume` it continues a killed run exactly where it stopped."""
@@ -89,10 +99,7 @@ class Search:
                 continue
             if self.scorer.budget is None:
                 return result.best_child, result.rewrites
-            removals = [step for step in result.rewrites if step.get("op") != "shrink"]
-            torch.manual_seed(self.config.seed * 7919 + index)  # layers refitted after a removal start alike
-            parent = rebuild(copy.deepcopy(self.teacher), self.example_input, removals)
-            return parent.to(self.example_input.device), removals
+            return unfitted_parent(self.teacher, self.example_input, result.rewrites, self.config.seed, index)
         return self.teacher, []
 
     # ---- one stage -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..arch import count_flops, count_params
-from ..arch.budget import Budget, budget_of
+from ..arch.budget import Budget, budget_of, fitting_budget
 from ..config import SearchConfig
 from ..distill.data import DistillData
 from ..errors import N2NError
@@ -101,7 +101,7 @@ class Scorer:
         limits = budget_of(config, self.teacher_stats.params) or Budget()
         self.constraints = Constraints(limits.max_params, limits.max_flops, config.min_accuracy)
         # budget mode: every child is brought inside the limits instead of being penalised for them
-        self.budget: Budget | None = limits if config.reward_kind == "accuracy" else None
+        self.budget = fitting_budget(config, self.teacher_stats.params)
         if self.budget is not None:
             log.info("budget mode: every child is fitted to %s", self.budget.describe())
 

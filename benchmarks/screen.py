@@ -1,0 +1,161 @@
+"""How well a cheap screen ranks a finished search's children, against the proxy that scored them.
+
+A screen scores a child with its inherited weights, its BatchNorm statistics recomputed on C
+training images (EagleEye's adaptive BatchNorm), then one proxy epoch on T training images (none
+when T is 0), then its validation accuracy: in a search config, `proxy: {calibrate: C, subset: T}`
+(`epochs: 0` for no training). Each of the run's trained children is built again on its stage's
+parent, screened with each C:T of --screens, and ranked against the proxy accuracy the search
+recorded for it (Spearman and Kendall tau, within each stage, where the search compares
+children), beside the ranking by parameter count alone. A screen that ranks as the proxy does at a fraction of its seconds can
+screen many children and leave the proxy, or a longer score, to the best few (`rescore_top`).
+
+    .venv/bin/python benchmarks/screen.py results/deep-vgg16/runs/n2n-10x-seed0 --screens 0:0,1024:0,1024:2000
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from argparse import Namespace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from measure import machine, say, timed, write_json
+from search_cost import Child, make_setup, positive, rank_agreement, run_candidates
+
+from n2n.config import SearchConfig, from_dict
+from n2n.distill.trainer import DistillConfig, distill
+from n2n.errors import N2NError
+from n2n.report.summary import load_run
+from n2n.search.state import candidate_key
+
+
+@dataclass(frozen=True)
+class Screen:
+    calibrate: int  # training images BatchNorm statistics are recomputed on (0: inherited)
+    train: int  # training images of one proxy epoch after that (0: no training)
+
+    @property
+    def key(self) -> str:
+        return f"screen_c{self.calibrate}_t{self.train}"
+
+    def describe(self) -> str:
+        calibrated = f"BatchNorm on {self.calibrate} images" if self.calibrate else "inherited BatchNorm"
+        return f"{calibrated}, {f'1 epoch on {self.train} images' if self.train else 'no training'}"
+
+    def config(self, proxy: DistillConfig) -> DistillConfig:
+        return replace(proxy, epochs=1 if self.train else 0, subset=self.train or None, calibrate=self.calibrate)
+
+
+def screens(text: str) -> list[Screen]:
+    """CALIBRATE:TRAIN pairs separated by commas, e.g. 0:0,1024:0,1024:2000."""
+    try:
+        pairs = [tuple(int(value) for value in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(pair) != 2 or min(pair) < 0 for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected CALIBRATE:TRAIN pairs of image counts (at least 0) separated "
+                                         f"by commas, got {text!r}")
+    return [Screen(*pair) for pair in pairs]
+
+
+def parse_args(argv: list[str] | None) -> Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished or interrupted run folder (n2n compress --out)")
+    parser.add_argument("--screens", type=screens, default=screens("0:0,1024:0,1024:2000"),
+                        help="screens to measure, CALIBRATE:TRAIN each: training images to recompute BatchNorm "
+                             "statistics on, then to train one epoch on (default 0:0,1024:0,1024:2000)")
+    parser.add_argument("--stage", choices=("removal", "shrinkage"), help="only this stage's children")
+    parser.add_argument("--children", type=positive, help="at most this many children, in a seeded random order")
+    parser.add_argument("--data-dir", help="where the run's data set lies (default: where n2n finds it)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, help="also write every row and setting as JSON")
+    return parser.parse_args(argv)
+
+
+def recorded_proxy(run: Any) -> dict[str, dict[str, Any]]:
+    """The search's record of each trained child, by the name run_candidates gives it."""
+    return {candidate_key(line["stage"], line["epoch"], line["rollout"]): line for line in run.candidates}
+
+
+def screen_row(child: Child, record: dict[str, Any], setup: Any, proxy_data: Any, chosen: list[Screen]) -> dict:
+    row = {"name": child.name, "stage": child.stage, "actions": child.actions, "params": record["params"],
+           "proxy_accuracy": record["val_accuracy"], "proxy_seconds": record["seconds"]}
+    for screen in chosen:
+        rewrite = child.rewrite("inherit", setup.example_input)
+        if rewrite.params != record["params"]:
+            raise N2NError(f"{child.name} rebuilt has {rewrite.params:,} parameters where the run recorded "
+                           f"{record['params']:,}: the run was made by other code")
+        config = screen.config(setup.config.proxy)
+        outcome, seconds = timed(lambda: distill(rewrite.child, proxy_data, config, seed=setup.config.seed),
+                                 setup.device)
+        row[screen.key], row[f"{screen.key}_seconds"] = outcome.val_accuracy, seconds
+    return row
+
+
+def agreement(rows: list[dict], chosen: list[Screen]) -> list[dict[str, Any]]:
+    """Per stage and screen: its rank agreement with the proxy and its seconds per child."""
+    table = []
+    for stage in dict.fromkeys(row["stage"] for row in rows):
+        group = [row for row in rows if row["stage"] == stage]
+        proxy_seconds = sum(row["proxy_seconds"] for row in group) / len(group)
+        for screen in chosen:
+            table.append({"stage": stage, "screen": screen.describe(),
+                          "seconds": sum(row[f"{screen.key}_seconds"] for row in group) / len(group),
+                          "proxy_seconds": proxy_seconds, "children": len(group),
+                          "mean_accuracy": sum(row[screen.key] for row in group) / len(group),
+                          **rank_agreement(group, screen.key, "proxy_accuracy")})
+        table.append({"stage": stage, "screen": "parameter count", "seconds": 0.0, "proxy_seconds": proxy_seconds,
+                      "children": len(group), "mean_accuracy": math.nan,
+                      **rank_agreement(group, "params", "proxy_accuracy")})
+    return table
+
+
+def markdown(table: list[dict[str, Any]]) -> str:
+    lines = ["| stage | screen | children | mean accuracy (%) | seconds per child | proxy's seconds per child "
+             "| Spearman with the proxy | Kendall tau |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in table:
+        accuracy = "-" if math.isnan(row["mean_accuracy"]) else f"{100 * row['mean_accuracy']:.2f}"
+        lines.append(f"| {row['stage']} | {row['screen']} | {row['children']} | {accuracy} | {row['seconds']:.2f} "
+                     f"| {row['proxy_seconds']:.1f} | {row['spearman']:.3f} | {row['kendall_tau']:.3f} |")
+    return "\n".join(lines)
+
+
+def measure(args: Namespace) -> dict[str, Any]:
+    run = load_run(args.run)
+    config = from_dict(SearchConfig, run.config, f"{args.run}/config.yaml")
+    seed = config.seed  # the run's seed drew its validation split: the same images here
+    setup_args = Namespace(device=args.device, data_dir=args.data_dir, seed=seed, limit=None, train_limit=None)
+    setup = make_setup(setup_args, run.setup["teacher"], run.setup.get("dataset"), config)
+    setup.data.attach_teacher(setup.teacher)
+    proxy_data = setup.data.subset(setup.config.proxy.subset, seed)
+    records = recorded_proxy(run)
+    children = list(run_candidates(run, setup, seed, args.stage))[: args.children]
+    if not children:
+        raise N2NError(f"{args.run} has no trained child{f' in its {args.stage} stage' if args.stage else ''}")
+    rows = []
+    for number, child in enumerate(children, start=1):
+        rows.append(screen_row(child, records[child.name], setup, proxy_data, args.screens))
+        say(f"[{number}/{len(children)}] {child.name}: proxy {rows[-1]['proxy_accuracy']:.4f}, screens "
+            + ", ".join(f"{rows[-1][screen.key]:.4f}" for screen in args.screens))
+    return {"settings": {"run": str(args.run), "screens": [asdict(screen) for screen in args.screens],
+                         "stage": args.stage, "children": len(rows), "seed": seed},
+            "machine": machine(setup.device), "rows": rows, "agreement": agreement(rows, args.screens)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = measure(args)
+    except (N2NError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(markdown(result["agreement"]))
+    if args.out:
+        write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
