@@ -28,24 +28,36 @@ from n2n.config import SearchConfig, from_dict
 from n2n.distill.trainer import DistillConfig, distill
 from n2n.errors import N2NError
 from n2n.report.summary import load_run
+from n2n.search.loop import candidate_seed
 from n2n.search.state import candidate_key
 
 
 @dataclass(frozen=True)
 class Screen:
-    calibrate: int  # training images BatchNorm statistics are recomputed on (0: inherited)
-    train: int  # training images of one proxy epoch after that (0: no training)
+    calibrate: int = 0  # training images BatchNorm statistics are recomputed on (0: inherited)
+    train: int = 0  # training images of one proxy epoch after that (0: no training)
+    proxy_seed: int | None = None  # set: the run's own proxy instead, each child's seed moved by this much
 
     @property
     def key(self) -> str:
+        if self.proxy_seed is not None:
+            return f"proxy_seed_plus_{self.proxy_seed}"
         return f"screen_c{self.calibrate}_t{self.train}"
 
     def describe(self) -> str:
+        if self.proxy_seed is not None:
+            return f"the run's proxy again, seed + {self.proxy_seed}"
         calibrated = f"BatchNorm on {self.calibrate} images" if self.calibrate else "inherited BatchNorm"
         return f"{calibrated}, {f'1 epoch on {self.train} images' if self.train else 'no training'}"
 
     def config(self, proxy: DistillConfig) -> DistillConfig:
+        """How the child trains, on the proxy's images (the run's proxy subset)."""
+        if self.proxy_seed is not None:
+            return replace(proxy, subset=None)
         return replace(proxy, epochs=1 if self.train else 0, subset=self.train or None, calibrate=self.calibrate)
+
+    def seed(self, child_seed: int) -> int:
+        return child_seed + (self.proxy_seed or 0)
 
 
 def screens(text: str) -> list[Screen]:
@@ -60,12 +72,26 @@ def screens(text: str) -> list[Screen]:
     return [Screen(*pair) for pair in pairs]
 
 
+def offsets(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected seed offsets of at least 0 separated by commas, got {text!r}")
+    return values
+
+
 def parse_args(argv: list[str] | None) -> Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a finished or interrupted run folder (n2n compress --out)")
     parser.add_argument("--screens", type=screens, default=screens("0:0,1024:0,1024:2000"),
                         help="screens to measure, CALIBRATE:TRAIN each: training images to recompute BatchNorm "
                              "statistics on, then to train one epoch on (default 0:0,1024:0,1024:2000)")
+    parser.add_argument("--proxy-seeds", type=offsets, default=[],
+                        help="also train each child with the run's own proxy, its seed moved by each of these "
+                             "(e.g. 1,2): how well the proxy agrees with itself, and what it costs here now; "
+                             "0 gives back the run's own scores")
     parser.add_argument("--stage", choices=("removal", "shrinkage"), help="only this stage's children")
     parser.add_argument("--children", type=positive, help="at most this many children, in a seeded random order")
     parser.add_argument("--data-dir", help="where the run's data set lies (default: where n2n finds it)")
@@ -80,6 +106,7 @@ def recorded_proxy(run: Any) -> dict[str, dict[str, Any]]:
 
 
 def screen_row(child: Child, record: dict[str, Any], setup: Any, proxy_data: Any, chosen: list[Screen]) -> dict:
+    stage_index = setup.config.stages.index(child.stage)
     row = {"name": child.name, "stage": child.stage, "actions": child.actions, "params": record["params"],
            "proxy_accuracy": record["val_accuracy"], "proxy_seconds": record["seconds"]}
     for screen in chosen:
@@ -88,8 +115,8 @@ def screen_row(child: Child, record: dict[str, Any], setup: Any, proxy_data: Any
             raise N2NError(f"{child.name} rebuilt has {rewrite.params:,} parameters where the run recorded "
                            f"{record['params']:,}: the run was made by other code")
         config = screen.config(setup.config.proxy)
-        outcome, seconds = timed(lambda: distill(rewrite.child, proxy_data, config, seed=setup.config.seed),
-                                 setup.device)
+        seed = screen.seed(candidate_seed(setup.config.seed, stage_index, record["epoch"], record["rollout"]))
+        outcome, seconds = timed(lambda: distill(rewrite.child, proxy_data, config, seed=seed), setup.device)
         row[screen.key], row[f"{screen.key}_seconds"] = outcome.val_accuracy, seconds
     return row
 
@@ -134,14 +161,15 @@ def measure(args: Namespace) -> dict[str, Any]:
     children = list(run_candidates(run, setup, seed, args.stage))[: args.children]
     if not children:
         raise N2NError(f"{args.run} has no trained child{f' in its {args.stage} stage' if args.stage else ''}")
+    chosen = args.screens + [Screen(proxy_seed=offset) for offset in args.proxy_seeds]
     rows = []
     for number, child in enumerate(children, start=1):
-        rows.append(screen_row(child, records[child.name], setup, proxy_data, args.screens))
+        rows.append(screen_row(child, records[child.name], setup, proxy_data, chosen))
         say(f"[{number}/{len(children)}] {child.name}: proxy {rows[-1]['proxy_accuracy']:.4f}, screens "
-            + ", ".join(f"{rows[-1][screen.key]:.4f}" for screen in args.screens))
-    return {"settings": {"run": str(args.run), "screens": [asdict(screen) for screen in args.screens],
+            + ", ".join(f"{rows[-1][screen.key]:.4f}" for screen in chosen))
+    return {"settings": {"run": str(args.run), "screens": [asdict(screen) for screen in chosen],
                          "stage": args.stage, "children": len(rows), "seed": seed},
-            "machine": machine(setup.device), "rows": rows, "agreement": agreement(rows, args.screens)}
+            "machine": machine(setup.device), "rows": rows, "agreement": agreement(rows, chosen)}
 
 
 def main(argv: list[str] | None = None) -> int:

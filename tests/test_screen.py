@@ -25,16 +25,18 @@ def workspace(tmp_path_factory):
 def test_every_trained_child_is_rebuilt_at_its_recorded_size_and_screened(workspace, tmp_path, capsys):
     out = tmp_path / "screen.json"
     assert load_benchmark("screen").main([str(workspace["run"]), "--data-dir", str(workspace["mnist"]),
-                                          "--screens", "0:0,32:0,32:32", "--out", str(out)]) == 0
+                                          "--screens", "0:0,32:0,32:32", "--proxy-seeds", "0,1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     records = [json.loads(line) for line in (workspace["run"] / "metrics.jsonl").read_text().splitlines()]
     trained = [r for r in records if r.get("kind") == "candidate" and r["valid"] and not r["cached"]]
     assert len(result["rows"]) == len(trained) > 0
     for row in result["rows"]:
-        for key in ("screen_c0_t0", "screen_c32_t0", "screen_c32_t32"):
+        for key in ("screen_c0_t0", "screen_c32_t0", "screen_c32_t32", "proxy_seed_plus_0", "proxy_seed_plus_1"):
             assert 0 <= row[key] <= 1 and row[f"{key}_seconds"] > 0
+        # the child, its data and its seed as the search had them: the run's own score comes back
+        assert row["proxy_seed_plus_0"] == row["proxy_accuracy"]
     stages = {row["stage"] for row in result["rows"]}
-    assert len(result["agreement"]) == len(stages) * 4  # three screens and the parameter count per stage
+    assert len(result["agreement"]) == len(stages) * 6  # 3 screens, the proxy twice, the parameter count per stage
     table = capsys.readouterr().out
     assert "| BatchNorm on 32 images, 1 epoch on 32 images |" in table and "| inherited BatchNorm, no training |" in table
 

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 POLICY_KIND = {"removal": "removal", "shrinkage": "shrink"}
 
 
+def candidate_seed(seed: int, stage_index: int, epoch: int, rollout: int) -> int:
+    """The seed a child trains with: its own, so that a child made again trains alike."""
+    return seed * 1_000_003 + stage_index * 100_003 + epoch * 101 + rollout
+
+
 def unfitted_parent(teacher: nn.Module, example_input: torch.Tensor, rewrites: list[dict[str, Any]], seed: int,
                     index: int) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Budget mode's parent of stage `index`: the teacher with the layers an earlier stage's best child
@@ -234,7 +239,7 @@ class Search:
         return Child(record, rewrite, steps, key, seed)
 
     def candidate_seed(self, stage_index: int, epoch: int, rollout: int) -> int:
-        return self.config.seed * 1_000_003 + stage_index * 100_003 + epoch * 101 + rollout
+        return candidate_seed(self.config.seed, stage_index, epoch, rollout)
 
     # ---- records ---------------------------------------------------------------------------
     def epoch_record(self, stage: str, epoch: int, records: list[CandidateRecord], metrics: dict[str, float],
