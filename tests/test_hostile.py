@@ -171,7 +171,7 @@ BAD_CONFIGS = {
     "policy-from-a-number": "policy_from: 5", "compression-below-1": "compression: 0.5",
     "compression-nan": "compression: .nan", "compression-text": "compression: ten", "ray-address-a-number":
     "ray_address: 5", "final-epochs-0": "final: {epochs: 0}", "proxy-epochs-negative": "proxy: {epochs: -1}",
-    "final-epochs-negative": "final: {epochs: -3}", "proxy-calibrate-negative": "proxy: {calibrate: -1}",
+    "final-epochs-negative": "final: {epochs: -3}", "proxy-calibrate-negative": "proxy: {calibrate: -1}", "rescore-subset-0": "rescore_subset: 0",
     "proxy-subset-negative": "proxy: {subset: -5}",
     "proxy-batch-0": "proxy: {batch_size: 0}", "proxy-lr-nan": "proxy: {lr: .nan}",
     "proxy-lr-inf": "proxy: {lr: .inf}", "final-weight-decay-negative": "final: {weight_decay: -1}",

@@ -230,6 +230,9 @@ def test_report_lists_the_children_a_stage_rescored(run_dir: Path) -> None:
     assert "trained again from their start for 3 proxy epochs" in text
     assert "| shrinkage | shrinkage-e2-r0 | 79.00 % | 81.23 % |" in text
     assert "| shrinkage | shrinkage-e1-r2 | 78.00 % | – |" in text
+    summary["config"]["rescore_subset"] = 15_000
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert "for 3 proxy epochs on 15,000 training images before" in write_report(run_dir).read_text()
 
 
 def test_report_names_a_stage_that_samples_its_own_rollouts(run_dir: Path) -> None:

@@ -222,6 +222,45 @@ def test_a_screen_of_zero_epochs_scores_children_untrained_and_the_rescore_train
         assert result.best.val_accuracy in [entry["rescored_accuracy"] for entry in result.rescored]
 
 
+def test_the_rescore_trains_on_more_images_than_the_screen_and_each_on_one_subset_for_all(monkeypatch):
+    import n2n.search.executors.jobs as jobs
+
+    images: list[tuple[int, int]] = []  # (epochs, training images) of every job
+    distill = jobs.distill
+    monkeypatch.setattr(jobs, "distill", lambda child, data, config, **k: images.append(
+        (config.epochs, len(data.train_labels))) or distill(child, data, config, **k))
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    proxy = {**FAST["proxy"], "subset": 40}
+    search, results = run_search(teacher, train, val, compression=2, proxy=proxy, rescore_top=2, rescore_epochs=2,
+                                 rescore_subset=100)
+    rescored = sum(len(result.rescored) for result in results)
+    assert images.count((2, 100)) == rescored > 0
+    assert images.count((1, 40)) == len(images) - rescored
+
+
+@pytest.mark.parametrize("screen, rescore, expected", [
+    (15_000, None, (15_000, None, None)),  # no re-score subset: the proxy's, as before it existed
+    (3_000, 15_000, (15_000, 3_000, None)),
+    (15_000, 3_000, (15_000, None, 3_000)),
+    (None, 15_000, (None, None, 15_000)),  # the proxy trains on every image
+    (3_000, 3_000, (3_000, None, None)),
+])
+def test_the_workers_hold_the_larger_subset_and_each_score_trains_on_its_start(screen, rescore, expected):
+    from n2n.search.scorer import training_images
+
+    assert training_images(config(proxy={"subset": screen}, rescore_subset=rescore)) == expected
+
+
+def test_the_start_of_a_seeded_subset_is_the_smaller_subset_of_that_seed():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    data = DistillData(*train, *val).attach_teacher(teacher)
+    small, large = data.subset(30, 5), data.subset(100, 5).head(30)
+    for name in ("train_images", "train_labels", "teacher_logits"):
+        assert torch.equal(getattr(small, name), getattr(large, name))
+
+
 def test_without_rescoring_no_child_is_trained_again():
     teacher = conv4_teacher()
     train, val = labelled_by(teacher)

@@ -102,9 +102,12 @@ class SearchConfig:
         default_factory=lambda: DistillConfig(loss="kd", lr=3e-3, epochs=5, subset=None, augment=True))
     # multi-fidelity selection: before a stage's best child becomes its best (and the next
     # stage's parent), its `rescore_top` best distinct children are trained again from their
-    # start for `rescore_epochs` proxy epochs and the best of those kept (0: off)
+    # start for `rescore_epochs` proxy epochs on `rescore_subset` training images (None: the
+    # proxy's) and the best of those kept (0: off). With a cheap proxy (a small subset, BatchNorm
+    # recalibrated) as the screen, the re-score is the longer look at the few it passes.
     rescore_top: int = 0
     rescore_epochs: int = 3
+    rescore_subset: int | None = None
     policy_from: str | None = None
     executor: str = "auto"
     workers: int = 1  # worker processes, or Ray tasks at once
@@ -148,6 +151,8 @@ class SearchConfig:
         check_whole("annealing-horizon", self.annealing_horizon, 0, MAX_COUNT)
         check_whole("rescore-top", self.rescore_top, 0, MAX_COUNT)
         check_whole("rescore-epochs", self.rescore_epochs, 1, MAX_COUNT)
+        if self.rescore_subset is not None:
+            check_whole("rescore-subset", self.rescore_subset, 1)
         check_seed("seed", self.seed)
         check_real("baseline-decay", self.baseline_decay, 0, 1)
         check_real("entropy-coef", self.entropy_coef, -math.inf)

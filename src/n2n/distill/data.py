@@ -47,6 +47,13 @@ class DistillData:
         return replace(self, train_images=self.train_images[index], train_labels=self.train_labels[index],
                        teacher_logits=logits)
 
+    def head(self, size: int) -> "DistillData":
+        """The first `size` training images: of a subset drawn with a seed, the smaller subset that
+        the same seed draws (both are the start of one permutation)."""
+        logits = None if self.teacher_logits is None else self.teacher_logits[:size]
+        return replace(self, train_images=self.train_images[:size], train_labels=self.train_labels[:size],
+                       teacher_logits=logits)
+
     def to(self, device: torch.device) -> "DistillData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         # a module moves in place: the copy leaves the caller's teacher where it was

@@ -301,8 +301,11 @@ def _rescored_lines(run: RunData) -> str:
     if not lines:
         return ""
     epochs = (run.config or {}).get("rescore_epochs", "more")
+    images = (run.config or {}).get("rescore_subset")
+    on = f" on {images:,} training images" if isinstance(images, int) else ""
     return ("\n\nThe best children of each stage, trained again from their start for "
-            f"{epochs} proxy epochs before the best was chosen (its best val accuracy above is the longer one):\n\n"
+            f"{epochs} proxy epochs{on} before the best was chosen (its best val accuracy above is the longer "
+            "one):\n\n"
             "| stage | child | proxy val accuracy | re-scored val accuracy |\n|---|---|---:|---:|\n" + "\n".join(lines))
 
 

@@ -73,8 +73,18 @@ class Child:
     def name(self) -> str:
         return candidate_key(self.record.stage, self.record.epoch, self.record.rollout)
 
-    def job(self, proxy: Any) -> Job:
-        return Job(self.name, self.rewrite.child, proxy, self.seed)
+    def job(self, proxy: Any, images: int | None) -> Job:
+        return Job(self.name, self.rewrite.child, proxy, self.seed, images)
+
+
+def training_images(config: SearchConfig) -> tuple[int | None, int | None, int | None]:
+    """The training subset the workers hold (None: every image), and the first how many of it the
+    proxy and the re-score train on (None: all of it)."""
+    screen = config.proxy.subset
+    rescore = screen if config.rescore_subset is None else config.rescore_subset
+    held = None if screen is None or rescore is None else max(screen, rescore)
+    first = lambda size: None if size == held else size  # noqa: E731
+    return held, first(screen), first(rescore)
 
 
 class Scorer:
@@ -86,10 +96,11 @@ class Scorer:
         self.config, self.emit, self.store, self.replay = config, emit, store, replay or {}
         self.cache = ScoreCache()
         # Every child of the run trains on the same proxy subset: a fair comparison, and
-        # the subset is drawn once instead of once per child.
+        # the subset is drawn once instead of once per child. A re-score on more images draws the
+        # larger subset, which starts with the proxy's (see DistillData.head).
         # The teacher goes with the data to every worker only where it labels augmented batches.
-        proxy_data = replace(data.subset(config.proxy.subset, config.seed),
-                             teacher=teacher if config.proxy.augment else None)
+        held, self.proxy_images, self.rescore_images = training_images(config)
+        proxy_data = replace(data.subset(held, config.seed), teacher=teacher if config.proxy.augment else None)
         self.proxy = replace(config.proxy, subset=None)
         choice = choose_executor(config.executor, config.workers, data.train_images.device)
         self.executor = make_executor(choice.name, proxy_data, workers=choice.workers, ray_address=config.ray_address)
@@ -127,7 +138,7 @@ class Scorer:
                 continue
             replayed = self.replay.get(child.name)
             if replayed is None:
-                jobs.append(child.job(self.proxy))
+                jobs.append(child.job(self.proxy, self.proxy_images))
             if replayed is None or replayed["valid"]:
                 planned.add(child.key)  # a later child of the same architecture is a cache hit
         return jobs
@@ -155,12 +166,12 @@ class Scorer:
 
     def trained_score(self, child: Child, trained: dict[str, JobResult]) -> tuple[Score | None, str]:
         if child.name not in trained:  # its architecture's first child of the epoch failed: this one trains now
-            trained[child.name] = self.executor.run([child.job(self.proxy)])[0]
+            trained[child.name] = self.executor.run([child.job(self.proxy, self.proxy_images)])[0]
         return score_of(child.rewrite, trained[child.name])
 
     def train(self, rewrite: Any, seed: int, name: str = "candidate") -> tuple[Score | None, str]:
         """Train one child now, on the executor; the child keeps its trained weights."""
-        outcome = self.executor.run([Job(name, rewrite.child, self.proxy, seed)])[0]
+        outcome = self.executor.run([Job(name, rewrite.child, self.proxy, seed, self.proxy_images)])[0]
         if outcome.weights is not None:
             rewrite.child.load_state_dict(outcome.weights)
         return score_of(rewrite, outcome)
@@ -182,7 +193,7 @@ class Scorer:
         result.best, result.best_child, result.rewrites = record, module, rewrites
 
     def recovered_weights(self, child: Child) -> dict[str, torch.Tensor]:
-        outcome = self.executor.run([child.job(self.proxy)])[0]
+        outcome = self.executor.run([child.job(self.proxy, self.proxy_images)])[0]
         if outcome.weights is None:
             raise N2NError(f"could not train {child.name} again to recover its weights: {outcome.error}")
         return outcome.weights
@@ -195,7 +206,7 @@ class Scorer:
         config = replace(self.proxy, epochs=self.config.rescore_epochs)
         log.info("%s: re-scoring its %d best children with %d proxy epochs", result.name, len(candidates),
                  config.epochs)
-        jobs = [Job(child.name, child.rewrite.child, config, child.seed) for _, child in candidates]
+        jobs = [child.job(config, self.rescore_images) for _, child in candidates]
         outcomes = self.executor.run(jobs)
         result.rescored = [{"name": child.name, "proxy_accuracy": record.val_accuracy,
                             "rescored_accuracy": outcome.val_accuracy if outcome.ok else None}

@@ -29,6 +29,9 @@ class Job:
     child: nn.Module
     config: DistillConfig
     seed: int
+    # trains on the first `images` of the worker's training data (None: all of it): the search's
+    # screen and its longer re-score share the one training subset its workers hold
+    images: int | None = None
 
 
 @dataclass
@@ -47,6 +50,7 @@ class JobResult:
 
 def run_job(job: Job, data: DistillData) -> JobResult:
     """Distil the job's child (in place) and score it; a diverging child is a result, not an error."""
+    data = data if job.images is None else data.head(job.images)
     try:
         outcome = distill(job.child, data, job.config, seed=job.seed)
     except NonFiniteLossError as error:
