@@ -81,6 +81,24 @@ def test_an_unreachable_pruning_budget_is_a_clear_error():
         run("prune", max_params=10)
 
 
+def test_global_pruning_meets_the_budget_and_cuts_layers_unequally():
+    teacher = conv4_teacher()
+    budget = count_params(teacher) // 4
+    _, result = run("global", max_params=budget)
+    (record,) = candidates(result)
+    assert record.valid and budget * 0.8 < record.params <= budget
+    assert count_params(result.student) == record.params
+    ratios = result.stages[0].rewrites[0]["ratios"]
+    assert len(set(ratios)) > 1  # a global ranking, not one ratio for every layer
+
+
+def test_global_pruning_without_a_budget_is_refused_up_front():
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    with pytest.raises(ConfigError, match="--method global needs a budget"):
+        compress(teacher, train, val, progress=False, method="global")
+
+
 def test_kd_distils_into_the_teachers_model_at_the_chosen_width():
     teacher, result = run("kd", student_width=0.5)
     (record,) = candidates(result)
@@ -95,7 +113,7 @@ def test_kd_into_another_zoo_model_that_is_larger_is_rejected():
 
 
 def test_an_unknown_method_names_the_choices():
-    with pytest.raises(ConfigError, match="n2n, random, uniform, prune, kd"):
+    with pytest.raises(ConfigError, match="n2n, random, uniform, prune, global, kd"):
         run("greedy")
 
 

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from n2n.arch import NetworkView, count_flops, count_params, rebuild, shrink_layers
-from n2n.arch.budget import Budget, budget_for, fit_to_budget
+from n2n.arch import DEFAULT_MIN_WIDTH, NetworkView, count_flops, count_params, rebuild, shrink_layers
+from n2n.arch.budget import Budget, budget_for, fit_by_global_ranking, fit_to_budget
 from n2n.config import SearchConfig
 from n2n.errors import ConfigError
 from n2n.models import create_model
@@ -79,6 +79,29 @@ def test_fitting_meets_a_flop_budget_too(teacher, view, ratios):
 def test_a_budget_below_the_narrowest_child_is_a_rejection_with_its_reason(teacher, view):
     rewrite = fit_to_budget(teacher, view, [0.5] * len(view.groups), INPUT, Budget(max_params=10))
     assert rewrite.child is None and "narrowest widths" in rewrite.reason
+    rewrite = fit_by_global_ranking(teacher, view, INPUT, Budget(max_params=10))
+    assert rewrite.child is None and "narrowest widths" in rewrite.reason
+
+
+@pytest.mark.parametrize("limits", [{"compression": 3}, {"compression": 10}, {"max_flops": 0.3}])
+def test_global_ranking_keeps_the_strongest_filters_of_the_whole_network_within_the_budget(teacher, view, limits):
+    from n2n.arch.groups import filter_l1
+
+    flops = limits.get("max_flops")
+    budget = budget_for(count_params(teacher), compression=limits.get("compression"),
+                        max_flops=None if flops is None else int(flops * count_flops(teacher, INPUT)))
+    rewrite = fit_by_global_ranking(teacher, view, INPUT, budget)
+    assert rewrite.child is not None and budget.fits(rewrite.params, rewrite.flops)
+    assert rewrite.params == count_params(rewrite.child)
+    modules = dict(teacher.named_modules())
+    ranked = [(filter_l1(plan, modules) / filter_l1(plan, modules).mean()).sort(descending=True).values
+              for plan in view.group_plans]
+    kept = [round(ratio * group.channels) for ratio, group in zip(rewrite.step["ratios"], view.groups)]
+    # one threshold for the whole network: every filter cut ranks below every filter kept in a
+    # group the minimum width did not hold up
+    cut = [float(scores[width]) for scores, width in zip(ranked, kept) if width < len(scores)]
+    free = [float(scores[width - 1]) for scores, width in zip(ranked, kept) if width > DEFAULT_MIN_WIDTH]
+    assert cut and free and max(cut) < min(free)
 
 
 @pytest.mark.parametrize("remove", [[False] * 20, [True] * 20])

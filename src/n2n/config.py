@@ -35,8 +35,8 @@ MAX_WORKERS = 1024  # processes or Ray tasks at once: beyond any machine or clus
 # before any Python object is built from it.
 MAX_YAML_NODES = 100_000
 # n2n: the two-stage policy search; random: the same search without policy updates;
-# uniform, prune, kd: the baselines of n2n.baselines
-METHODS = ("n2n", "random", "uniform", "prune", "kd")
+# uniform, prune, global, kd: the baselines of n2n.baselines
+METHODS = ("n2n", "random", "uniform", "prune", "global", "kd")
 # auto: "accuracy" when a budget (max_params, max_flops or compression) is given, else "paper"
 REWARD_CHOICES = ("auto", *REWARDS)
 # Every SearchConfig field with a fixed set of values, and that set: validation and the
@@ -175,6 +175,9 @@ class SearchConfig:
         if self.method == "prune" and self.max_params is None and self.compression is None:
             raise ConfigError("--method prune needs --max-params or --compression: the parameter budget "
                               "to prune the teacher to")
+        if self.method == "global" and not self.has_budget:
+            raise ConfigError("--method global needs a budget to prune the teacher to: --max-params, --max-flops "
+                              "or --compression")
 
     def check_pruning(self) -> None:
         names = self.ignored_layers if isinstance(self.ignored_layers, tuple) else None

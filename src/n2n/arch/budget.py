@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from n2n.arch.groups import prune_groups
+from n2n.arch.groups import filter_l1, prune_groups
 from n2n.arch.measure import count_params, forward_with_macs
 from n2n.arch.rewrite import DEFAULT_MIN_WIDTH, Rewrite, shrink_layers, target_width
 from n2n.arch.view import NetworkView
@@ -85,6 +85,40 @@ def fit_to_budget(parent: nn.Module, view: NetworkView, ratios: Sequence[float],
                                  f"{sizer.narrowest_size(ratios)}")
     scaled = [min(1.0, float(ratio) * scale) for ratio in ratios]
     return shrink_layers(parent, view, scaled, example_input, init=init, min_width=min_width, criterion=criterion)
+
+
+def fit_by_global_ranking(parent: nn.Module, view: NetworkView, example_input: Tensor, budget: Budget, *,
+                          init: str = "inherit", min_width: int = DEFAULT_MIN_WIDTH) -> Rewrite:
+    """Global filter pruning to ``budget``: every group's filters ranked together by their L1 norm over
+    the group's mean (so that layers of different sizes compare, as Torch-Pruning's global pruning
+    normalises them), the network's weakest cut until the parent fits. Each group keeps its
+    L1-strongest filters; a width never goes below ``min_width``. Rejected, with the reason, when
+    even the narrowest widths exceed the budget."""
+    if not view.groups:
+        return Rewrite(None, "the parent has no channel group to prune")
+    sizer = _Sizer(parent, view, example_input, budget, min_width, "l1")
+    modules = dict(parent.named_modules())
+    scores = [relative(filter_l1(plan, modules)) for plan in view.group_plans]
+    thresholds = sorted({float(value) for group_scores in scores for value in group_scores})
+
+    def widths(threshold: float) -> tuple[int, ...]:
+        return tuple(target_width(group.channels, max(1, int((kept >= threshold).sum())) / group.channels, min_width,
+                                  group.multiple) for group, kept in zip(view.groups, scores))
+
+    if not sizer.fits(widths(thresholds[-1])):
+        return Rewrite(None, f"even at the narrowest widths the child exceeds the budget ({budget.describe()}): "
+                             f"{sizer.narrowest_size([NARROWEST] * len(view.groups))}")
+    low, high = 0, len(thresholds) - 1  # widths(thresholds[high]) fit; the lowest threshold that fits keeps most
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if sizer.fits(widths(thresholds[middle])) else (middle + 1, high)
+    ratios = [width / group.channels for width, group in zip(widths(thresholds[low]), view.groups)]
+    return shrink_layers(parent, view, ratios, example_input, init=init, min_width=min_width, criterion="l1")
+
+
+def relative(scores: Tensor) -> Tensor:
+    mean = scores.mean()
+    return scores / mean if mean > 0 else scores
 
 
 class _Sizer:

@@ -7,6 +7,8 @@ the methods here score a fixed list of students with the search's scorer instead
   hand-designed "reduced" student);
 * prune: L1-norm filter pruning (Li et al.) of every layer by the same ratio, the
   largest that meets --max-params, keeping the pruned weights;
+* global: L1-norm filter pruning ranked across the whole network (each layer's norms over
+  their mean, as Torch-Pruning's global pruning), the weakest cut until the budget is met;
 * kd: one hand-picked small zoo model (--student-model, --student-width).
 
 Each candidate gets the search's proxy distillation and reward; the best one goes
@@ -17,9 +19,10 @@ from __future__ import annotations
 from ..search.loop import Search
 from ..search.scorer import StageResult
 from .scoring import score_candidates
-from .students import kd_students, pruned_students, uniform_students
+from .students import globally_pruned_students, kd_students, pruned_students, uniform_students
 
-BUILDERS = {"uniform": uniform_students, "prune": pruned_students, "kd": kd_students}
+BUILDERS = {"uniform": uniform_students, "prune": pruned_students, "global": globally_pruned_students,
+            "kd": kd_students}
 
 
 def run_baseline(method: str, search: Search) -> list[StageResult]:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..arch import NetworkView, Rewrite, count_flops, count_params, shrink_layers
-from ..arch.budget import budget_of, fit_to_budget
+from ..arch.budget import budget_of, fit_by_global_ranking, fit_to_budget
 from ..config import SearchConfig
 from ..errors import ConfigError, ModelError
 from ..models import create_model, model_spec
@@ -48,6 +48,19 @@ def pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: Sea
     log.info("pruning every layer to %.3f of its filters gives %s parameters (%s)",
              ratio, f"{rewrite.params:,}", budget.describe())
     return [Proposal(f"pruned x{ratio:.3f}", rewrite)]
+
+
+def globally_pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
+    """Global L1 filter pruning of the teacher to the budget: the weakest filters of the whole
+    network cut, each layer's width what the ranking leaves it (see fit_by_global_ranking)."""
+    view = NetworkView.build(teacher, example_input, **config.view_options)
+    budget = budget_of(config, count_params(teacher))
+    rewrite = fit_by_global_ranking(teacher, view, example_input, budget, min_width=config.min_width)
+    if rewrite.child is not None:
+        log.info("global pruning keeps %s of the teacher's filters per layer group: %s parameters (%s)",
+                 ", ".join(f"{ratio:.2f}" for ratio in rewrite.step["ratios"]), f"{rewrite.params:,}",
+                 budget.describe())
+    return [Proposal("globally pruned", rewrite)]
 
 
 def uniform_shrink(teacher: nn.Module, view: NetworkView, ratio: float, example_input: torch.Tensor,
