@@ -130,7 +130,7 @@ def test_the_table_header_names_the_teachers_of_the_rows_it_shows():
     from n2n.experiments.spec import Experiment
 
     def row(variant, teacher):
-        return RunRow(variant=variant, seed=0, params=1, compression=1.0, test_accuracy=0.9,
+        return RunRow(variant=variant, seed=0, params=1, flops=10, compression=1.0, test_accuracy=0.9,
                       teacher_test_accuracy=teacher, teacher_params=100, seconds=0.0, children=0, curves={})
 
     rows = [row("pretrain", 0.924), row("scratch", 0.9106), row("transfer", 0.9106)]
@@ -146,7 +146,7 @@ def test_the_students_plot_shows_every_measured_student_and_is_skipped_without_o
     from n2n.experiments.results import RunRow
 
     def row(variant, seed, params, accuracy):
-        return RunRow(variant=variant, seed=seed, params=params, compression=200_000 / params,
+        return RunRow(variant=variant, seed=seed, params=params, flops=90 * params, compression=200_000 / params,
                       test_accuracy=accuracy, teacher_test_accuracy=0.924, teacher_params=200_000, seconds=1.0,
                       children=1, curves={})
 
@@ -157,3 +157,19 @@ def test_the_students_plot_shows_every_measured_student_and_is_skipped_without_o
     unmeasured = [row("n2n-10x", 0, 19_500, None)]
     assert plot_students(tmp_path / "none.png", "conv4", unmeasured) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_table_gives_each_variants_parameters_macs_and_accuracy_over_its_seeds():
+    from n2n.experiments.results import RunRow, table_lines
+    from n2n.experiments.spec import Experiment
+
+    def row(variant, params, flops, accuracy):
+        return RunRow(variant=variant, seed=0, params=params, flops=flops, compression=100_000 / params,
+                      test_accuracy=accuracy, teacher_test_accuracy=0.92, teacher_params=100_000, seconds=10.0,
+                      children=5, curves={})
+
+    rows = [row("n2n", 10_000, 3_000_000, 0.91), row("n2n", 10_200, 5_000_000, 0.90), row("prune", 9_900, None, 0.905)]
+    lines = table_lines(Experiment(name="t", title="t", variants={"n2n": {}, "prune": {}}), rows)
+    assert lines[0].startswith("| variant | seeds | params | MACs (M) |")
+    assert lines[2] == "| n2n | 2 | 10,100 ± 141 | 4.00 ± 1.41 | 9.9 ± 0.1x | 90.50 ± 0.71 | 1.50 ± 0.71 | 5 ± 0 | 10 ± 0 |"
+    assert lines[3].startswith("| prune | 1 | 9,900 | - | 10.1x | 90.50 |")

@@ -19,6 +19,7 @@ class RunRow:
     variant: str
     seed: int
     params: int
+    flops: int | None  # the student's multiply-accumulates per image
     compression: float
     test_accuracy: float | None
     teacher_test_accuracy: float | None
@@ -32,7 +33,8 @@ def run_row(run_dir: Path, variant: str, seed: int) -> RunRow:
     run = load_run(run_dir)
     summary = run.summary or {}
     return RunRow(
-        variant=variant, seed=seed, params=summary["student"]["params"], compression=summary["compression"],
+        variant=variant, seed=seed, params=summary["student"]["params"], flops=summary["student"].get("flops"),
+        compression=summary["compression"],
         test_accuracy=summary["student"].get("test_accuracy"),
         teacher_test_accuracy=summary["teacher"].get("test_accuracy"),
         teacher_params=summary["teacher"]["params"],
@@ -74,16 +76,17 @@ def percent(values: list[float | None]) -> str:
 
 def table_lines(experiment: Experiment, rows: list[RunRow]) -> list[str]:
     shown = experiment.table or list(experiment.variants)
-    lines = ["| variant | seeds | params | compression | test accuracy (%) | drop (points) | children trained "
-             "| time (s) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | seeds | params | MACs (M) | compression | test accuracy (%) | drop (points) "
+             "| children trained | time (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for variant in shown:
         group = [r for r in rows if r.variant == variant]
         if not group:
             continue
         drops = [100 * (r.teacher_test_accuracy - r.test_accuracy) for r in group
                  if r.test_accuracy is not None and r.teacher_test_accuracy is not None]
+        macs = [r.flops / 1e6 for r in group if r.flops is not None]
         lines.append(f"| {variant} | {len(group)} | {spread([r.params for r in group], ',.0f')} "
-                     f"| {spread([r.compression for r in group], '.1f')}x "
+                     f"| {spread(macs) if macs else '-'} | {spread([r.compression for r in group], '.1f')}x "
                      f"| {percent([r.test_accuracy for r in group])} | {spread(drops) if drops else '-'} "
                      f"| {spread([r.children for r in group], '.0f')} | {spread([r.seconds for r in group], '.0f')} |")
     return lines
