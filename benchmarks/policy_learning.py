@@ -59,6 +59,9 @@ def describe(run_dir: Path) -> list[str]:
     lines = [f"## {run_dir}", ""]
     for stage in run.stages:
         candidates = run.stage_candidates(stage)
+        if not any(child["actions"] for child in candidates):
+            lines += [f"### {stage}", "", "No policy: the students of a baseline.", ""]
+            continue
         removal = stage == "removal"
         label, measure = ("layers removed per child", sum) if removal else ("mean width index", statistics.fmean)
         lines += [f"### {stage}", ""] + epoch_table(candidates, label, measure) + [""]

@@ -21,15 +21,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from measure import machine, say, timed, write_json
-from search_cost import Child, make_setup, positive, rank_agreement, run_candidates
+from search_cost import Child, make_setup, mean_of_finite, positive, rank_agreement, run_candidates
 
 from n2n.config import SearchConfig, from_dict
+from n2n.distill.data import DistillData
 from n2n.distill.trainer import DistillConfig, distill
 from n2n.errors import N2NError
 from n2n.report.summary import load_run
-from n2n.search.loop import candidate_seed
 from n2n.search.state import candidate_key
+from n2n.training import NonFiniteLossError
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,14 @@ class Screen:
         return f"{calibrated}, {f'1 epoch on {self.train} images' if self.train else 'no training'}"
 
     def config(self, proxy: DistillConfig) -> DistillConfig:
-        """How the child trains, on the proxy's images (the run's proxy subset)."""
+        """How the child trains, on the images `data` gives it."""
         if self.proxy_seed is not None:
             return replace(proxy, subset=None)
-        return replace(proxy, epochs=1 if self.train else 0, subset=self.train or None, calibrate=self.calibrate)
+        return replace(proxy, epochs=1 if self.train else 0, subset=None, calibrate=self.calibrate)
+
+    def data(self, proxy_data: DistillData) -> DistillData:
+        """The run's proxy subset, or its start: the same images for every child, as in a search."""
+        return proxy_data.head(self.train) if self.proxy_seed is None and self.train else proxy_data
 
     def seed(self, child_seed: int) -> int:
         return child_seed + (self.proxy_seed or 0)
@@ -106,19 +113,28 @@ def recorded_proxy(run: Any) -> dict[str, dict[str, Any]]:
 
 
 def screen_row(child: Child, record: dict[str, Any], setup: Any, proxy_data: Any, chosen: list[Screen]) -> dict:
-    stage_index = setup.config.stages.index(child.stage)
     row = {"name": child.name, "stage": child.stage, "actions": child.actions, "params": record["params"],
            "proxy_accuracy": record["val_accuracy"], "proxy_seconds": record["seconds"]}
     for screen in chosen:
-        rewrite = child.rewrite("inherit", setup.example_input)
+        rewrite = child.rewrite(setup.config.init, setup.example_input)
         if rewrite.params != record["params"]:
             raise N2NError(f"{child.name} rebuilt has {rewrite.params:,} parameters where the run recorded "
                            f"{record['params']:,}: the run was made by other code")
-        config = screen.config(setup.config.proxy)
-        seed = screen.seed(candidate_seed(setup.config.seed, stage_index, record["epoch"], record["rollout"]))
-        outcome, seconds = timed(lambda: distill(rewrite.child, proxy_data, config, seed=seed), setup.device)
-        row[screen.key], row[f"{screen.key}_seconds"] = outcome.val_accuracy, seconds
+        config, data, seed = screen.config(setup.config.proxy), screen.data(proxy_data), screen.seed(child.seed)
+        accuracy, seconds = timed(lambda: screened_accuracy(rewrite.child, data, config, seed, setup.teacher),
+                                  setup.device)
+        row[screen.key], row[f"{screen.key}_seconds"] = accuracy, seconds
     return row
+
+
+def screened_accuracy(child: nn.Module, data: DistillData, config: DistillConfig, seed: int,
+                      teacher: nn.Module) -> float:
+    """Its validation accuracy after the screen; NaN where training diverged (the search's invalid child),
+    which the rank agreement leaves out."""
+    try:
+        return distill(child, data, config, seed=seed, teacher=teacher).val_accuracy
+    except NonFiniteLossError:
+        return math.nan
 
 
 def agreement(rows: list[dict], chosen: list[Screen]) -> list[dict[str, Any]]:
@@ -131,7 +147,7 @@ def agreement(rows: list[dict], chosen: list[Screen]) -> list[dict[str, Any]]:
             table.append({"stage": stage, "screen": screen.describe(),
                           "seconds": sum(row[f"{screen.key}_seconds"] for row in group) / len(group),
                           "proxy_seconds": proxy_seconds, "children": len(group),
-                          "mean_accuracy": sum(row[screen.key] for row in group) / len(group),
+                          "mean_accuracy": mean_of_finite([row[screen.key] for row in group]),
                           **rank_agreement(group, screen.key, "proxy_accuracy")})
         table.append({"stage": stage, "screen": "parameter count", "seconds": 0.0, "proxy_seconds": proxy_seconds,
                       "children": len(group), "mean_accuracy": math.nan,

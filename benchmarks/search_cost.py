@@ -54,7 +54,7 @@ from n2n.errors import N2NError
 from n2n.report.summary import is_valid, load_run
 from n2n.runtime import resolve_device, seed_everything
 from n2n.search.executors import EXECUTORS
-from n2n.search.loop import unfitted_parent
+from n2n.search.loop import candidate_seed, unfitted_parent
 from n2n.search.stages import make_stage
 from n2n.search.state import candidate_key
 from n2n.training import NonFiniteLossError, accuracy, train_epochs
@@ -189,7 +189,7 @@ class Child:
         """The child with inherited or freshly initialised weights (no child when the actions give none)."""
         torch.manual_seed(self.seed if seed is None else seed)  # scratch weights come from the global generator
         stage = make_stage(self.stage, replace(self.config, init=init), self.budget)
-        view = NetworkView.build(self.parent, example_input)
+        view = NetworkView.build(self.parent, example_input, **self.config.view_options)
         return stage.apply(self.parent, view, torch.tensor(self.actions), example_input)[0]
 
 
@@ -226,16 +226,18 @@ def sampled_candidates(setup: Setup, seed: int, attempts: int, only: str | None)
 
 
 def run_candidates(run: Any, setup: Setup, seed: int, only: str | None) -> Iterator[Child]:
-    """The run's trained children in a seeded random order, each rebuilt on its stage's parent."""
+    """The run's trained children in a seeded random order, each rebuilt on its stage's parent with the
+    seed the search gave it (a removal's refitted layers draw their new weights from it)."""
     config = from_dict(SearchConfig, run.config, f"{run.root}/config.yaml")
     parents = stage_parents(run.root, config, setup)
     budget = fitting_budget(config, count_params(setup.teacher))
     lines = [line for line in run.candidates if is_valid(line) and not line.get("cached")
              and only in (None, line["stage"])]
     random.Random(seed).shuffle(lines)
-    for index, line in enumerate(lines):
+    for line in lines:
+        child_seed = candidate_seed(config.seed, config.stages.index(line["stage"]), line["epoch"], line["rollout"])
         yield Child(candidate_key(line["stage"], line["epoch"], line["rollout"]), line["stage"], line["actions"],
-                    parents[line["stage"]], config, seed * 1000 + index, budget)
+                    parents[line["stage"]], config, child_seed, budget)
 
 
 def stage_parents(root: Path, config: SearchConfig, setup: Setup) -> dict[str, nn.Module]:

@@ -155,11 +155,10 @@ def test_recalibration_sets_batchnorm_statistics_to_those_of_the_images_and_chan
     norm.momentum = 0.3
     images = torch.randn(100, 1, 4, 4) * 2 + 5
     weights = {k: v.clone() for k, v in student.state_dict().items() if "running" not in k and "batches" not in k}
-    recalibrate_batchnorm(student, images, batch_size=7)  # 14 batches of 7; the last 2 images left out
+    recalibrate_batchnorm(student, images, batch_size=7)  # 14 batches of 7 and one of 2
     with torch.no_grad():
-        features = student[0](images[:98]).transpose(0, 1).reshape(3, -1)
-    # the plain average of equal batches' means is the mean of their images
-    assert torch.allclose(norm.running_mean, features.mean(1), atol=1e-4)
+        features = student[0](images).transpose(0, 1).reshape(3, -1)
+    assert torch.allclose(norm.running_mean, features.mean(1), atol=1e-4)  # every image weighs alike
     assert (norm.running_var - features.var(1)).abs().max() < 0.05 * features.var(1).max()
     assert norm.momentum == 0.3 and not student.training
     assert all(torch.equal(student.state_dict()[k], v) for k, v in weights.items())
@@ -170,7 +169,6 @@ def test_a_proxy_of_zero_epochs_only_recalibrates_and_scores():
 
     teacher, data = toy_problem()
     student = batchnorm_student()
-    data = replace(data, val_images=data.val_images, train_images=data.train_images)
     expected = batchnorm_student()
     recalibrate_batchnorm(expected, data.subset(50, 0).train_images, batch_size=16)
     outcome = distill(student, data, DistillConfig(epochs=0, calibrate=50, subset=None, batch_size=16), seed=0)
@@ -192,3 +190,14 @@ def test_proxy_may_train_zero_epochs_and_calibrate_a_whole_number_of_images(name
     with pytest.raises(ConfigError, match=words):
         from_dict(SearchConfig, {name: options}).validate()
     assert from_dict(SearchConfig, {"proxy": {"epochs": 0, "calibrate": 256}}).validate().proxy.calibrate == 256
+
+
+def test_recalibration_leaves_out_a_last_lone_image_that_a_batchnorm_on_1x1_features_refuses():
+    from n2n.training import recalibrate_batchnorm
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    images = torch.randn(15, 1, 1, 1)
+    recalibrate_batchnorm(model, images, batch_size=7)  # 7, 7 and a lone image, left out
+    with torch.no_grad():
+        features = model[0](images[:14]).flatten(1).transpose(0, 1)
+    assert torch.allclose(model[1].running_mean, features.mean(1), atol=1e-5)

@@ -51,3 +51,14 @@ def test_each_epoch_and_each_number_of_removed_layers_is_tabled(tmp_path, capsys
 def test_a_missing_run_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert load_benchmark("policy_learning").main([str(tmp_path / "absent")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_baseline_run_has_no_policy_to_table(tmp_path, capsys):
+    root = tmp_path / "prune"
+    root.mkdir()
+    lines = [{"kind": "teacher", "params": 10_000, "flops": 90_000, "val_accuracy": 0.92},
+             child("prune", 0, 0, [], 0.85), epoch_record("prune", 0)]
+    (root / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (root / "config.yaml").write_text("teacher: teacher.pt\ndataset: fashion-mnist\n")
+    assert load_benchmark("policy_learning").main([str(root)]) == 0
+    assert "No policy: the students of a baseline." in capsys.readouterr().out

@@ -256,9 +256,27 @@ def test_the_start_of_a_seeded_subset_is_the_smaller_subset_of_that_seed():
     teacher = conv4_teacher()
     train, val = labelled_by(teacher)
     data = DistillData(*train, *val).attach_teacher(teacher)
-    small, large = data.subset(30, 5), data.subset(100, 5).head(30)
+    small, large, everything = data.subset(30, 5), data.subset(100, 5).head(30), data.permuted(5).head(30)
     for name in ("train_images", "train_labels", "teacher_logits"):
         assert torch.equal(getattr(small, name), getattr(large, name))
+        assert torch.equal(getattr(small, name), getattr(everything, name))
+    assert not torch.equal(data.permuted(5).train_images, data.train_images)  # shuffled, though it is all of them
+
+
+def test_a_rescore_on_part_of_every_image_trains_on_a_seeded_draw_not_the_first_images(monkeypatch):
+    import n2n.search.executors.jobs as jobs
+
+    seen: list[torch.Tensor] = []
+    distill = jobs.distill
+    monkeypatch.setattr(jobs, "distill", lambda child, data, config, **k: (
+        seen.append(data.train_labels.clone()) if len(data.train_labels) == 100 else None) or distill(
+        child, data, config, **k))
+    teacher = conv4_teacher()
+    train, val = labelled_by(teacher)
+    run_search(teacher, train, val, compression=2, proxy={**FAST["proxy"], "subset": None}, rescore_top=2,
+               rescore_subset=100, seed=3)
+    drawn = DistillData(*train, *val).subset(100, 3).train_labels
+    assert seen and all(torch.equal(labels, drawn) for labels in seen)
 
 
 def test_without_rescoring_no_child_is_trained_again():

@@ -97,14 +97,17 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     if not norms or len(images) == 0:
         return
     momenta = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # the plain average of the batches' statistics, however many
     was_training = model.training
     model.train()
-    usable = len(images) // batch_size * batch_size or len(images)  # equal batches weigh every image alike
-    for start in range(0, usable, batch_size):
-        model(images[start : start + batch_size])
+    seen = 0
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        if len(batch) == 1 and seen:
+            break  # one image has no spread to add, and a BatchNorm on 1x1 features refuses it
+        for norm in norms:
+            norm.momentum = len(batch) / (seen + len(batch))  # a running mean weighing every image alike
+        model(batch)
+        seen += len(batch)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     model.train(was_training)

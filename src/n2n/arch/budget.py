@@ -92,8 +92,9 @@ def fit_by_global_ranking(parent: nn.Module, view: NetworkView, example_input: T
     """Global filter pruning to ``budget``: every group's filters ranked together by their L1 norm over
     the group's mean (so that layers of different sizes compare, as Torch-Pruning's global pruning
     normalises them), the network's weakest cut until the parent fits. Each group keeps its
-    L1-strongest filters; a width never goes below ``min_width``. Rejected, with the reason, when
-    even the narrowest widths exceed the budget."""
+    L1-strongest filters; a width never goes below ``min_width`` (a group whose filters are all
+    zero goes straight to it). Rejected, with the reason, when even the narrowest widths exceed
+    the budget."""
     if not view.groups:
         return Rewrite(None, "the parent has no channel group to prune")
     sizer = _Sizer(parent, view, example_input, budget, min_width, "l1")
@@ -107,7 +108,7 @@ def fit_by_global_ranking(parent: nn.Module, view: NetworkView, example_input: T
 
     if not sizer.fits(widths(thresholds[-1])):
         return Rewrite(None, f"even at the narrowest widths the child exceeds the budget ({budget.describe()}): "
-                             f"{sizer.narrowest_size([NARROWEST] * len(view.groups))}")
+                             f"{sizer.described(widths(thresholds[-1]))}")
     low, high = 0, len(thresholds) - 1  # widths(thresholds[high]) fit; the lowest threshold that fits keeps most
     while low < high:
         middle = (low + high) // 2
@@ -163,5 +164,8 @@ class _Sizer:
         return 1.0 / max(min((float(r) for r in ratios), default=1.0), NARROWEST)  # no groups: all fixed
 
     def narrowest_size(self, ratios: Sequence[float]) -> str:
-        params, flops = self.size(self.widths(ratios, NARROWEST))
+        return self.described(self.widths(ratios, NARROWEST))
+
+    def described(self, widths: tuple[int, ...]) -> str:
+        params, flops = self.size(widths)
         return f"{params:,} params" + (f", {flops:,} flops" if flops is not None else "")

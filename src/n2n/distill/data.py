@@ -38,9 +38,15 @@ class DistillData:
         return self
 
     def subset(self, size: int | None, seed: int) -> "DistillData":
-        """A fixed random training subset (same seed -> same images); validation data is kept whole."""
+        """A fixed random training subset (same seed -> same images); validation data is kept whole.
+        All of the data, in its own order, when `size` is None or not below the number of images."""
         if size is None or size >= len(self.train_labels):
             return self
+        return self.permuted(seed, size)
+
+    def permuted(self, seed: int, size: int | None = None) -> "DistillData":
+        """The training images in a seeded random order (the first `size` of it): its start is the
+        subset that `subset` draws with the same seed, whatever `size` is."""
         generator = torch.Generator().manual_seed(seed)
         index = torch.randperm(len(self.train_labels), generator=generator)[:size].to(self.train_labels.device)
         logits = None if self.teacher_logits is None else self.teacher_logits[index]
@@ -48,8 +54,7 @@ class DistillData:
                        teacher_logits=logits)
 
     def head(self, size: int) -> "DistillData":
-        """The first `size` training images: of a subset drawn with a seed, the smaller subset that
-        the same seed draws (both are the start of one permutation)."""
+        """The first `size` training images: of `permuted(seed)`, the subset the same seed draws."""
         logits = None if self.teacher_logits is None else self.teacher_logits[:size]
         return replace(self, train_images=self.train_images[:size], train_labels=self.train_labels[:size],
                        teacher_logits=logits)

@@ -36,7 +36,7 @@ class DistillConfig:
     alpha: float = 0.9
     augment: bool = False
     # training images whose BatchNorm statistics replace the student's before it trains (0: off);
-    # with epochs 0 this alone scores a child: a screen far cheaper than training it
+    # with epochs 0 this alone scores a child, untrained
     calibrate: int = 0
 
 
@@ -109,8 +109,8 @@ def distill(student: nn.Module, data: DistillData, config: DistillConfig, *, see
 
     if teacher is not None:
         teacher.eval()
-    if config.calibrate:
-        recalibrate_batchnorm(student, train.subset(config.calibrate, seed).train_images, config.batch_size)
+    if config.calibrate:  # the same images for every student: a fixed seed, not the student's
+        recalibrate_batchnorm(student, train.subset(config.calibrate, 0).train_images, config.batch_size)
     loader = _EpochLoader(train, config.batch_size, seed, teacher if config.augment else None)
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * len(loader)))

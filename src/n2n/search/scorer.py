@@ -100,7 +100,10 @@ class Scorer:
         # larger subset, which starts with the proxy's (see DistillData.head).
         # The teacher goes with the data to every worker only where it labels augmented batches.
         held, self.proxy_images, self.rescore_images = training_images(config)
-        proxy_data = replace(data.subset(held, config.seed), teacher=teacher if config.proxy.augment else None)
+        # a score that trains on the start of the held images needs them in a random order
+        starts = self.proxy_images is not None or self.rescore_images is not None
+        held_data = data.permuted(config.seed, held) if starts else data.subset(held, config.seed)
+        proxy_data = replace(held_data, teacher=teacher if config.proxy.augment else None)
         self.proxy = replace(config.proxy, subset=None)
         choice = choose_executor(config.executor, config.workers, data.train_images.device)
         self.executor = make_executor(choice.name, proxy_data, workers=choice.workers, ray_address=config.ray_address)
