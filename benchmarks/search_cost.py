@@ -538,7 +538,13 @@ def settings(args: argparse.Namespace, setup: Setup, reference: DistillConfig) -
     return {**vars(args), "dataset": setup.dataset, "train_images": len(setup.data.train_labels),
             "val_images": len(setup.data.val_labels), "proxy": to_dict(setup.config.proxy),
             "proxy_init": setup.config.init, "proxy_seed": setup.config.seed,
-            "reference": asdict(reference) | {"init": "scratch"}}
+            "reference": reference_protocol(reference)}
+
+
+def reference_protocol(reference: DistillConfig) -> dict[str, Any]:
+    """The reference's settings as results record them; it never recalibrates BatchNorm, so the field
+    stays out, and results written before the field existed are reused as the same protocol."""
+    return {name: value for name, value in asdict(reference).items() if name != "calibrate"} | {"init": "scratch"}
 
 
 def targets(scoring: dict[str, Any], speed: dict[str, Any]) -> dict[str, Any]:
