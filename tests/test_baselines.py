@@ -12,6 +12,9 @@ from n2n import compress
 from n2n.arch import count_params
 from n2n.checkpoint import load_checkpoint
 from n2n.errors import ConfigError
+from n2n.baselines.students import kd_students, uniform_students
+from n2n.config import SearchConfig
+from n2n.models import create_model
 from n2n.search.records import CandidateRecord
 from n2n.cli import main
 from test_search import FAST, conv4_teacher, labelled_by
@@ -57,6 +60,25 @@ def test_uniform_scores_one_student_per_ratio_below_one_and_keeps_the_best():
     assert result.stages[0].best.params == best.params
     assert count_params(result.student) == best.params
     assert result.summary["stages"][0]["name"] == "uniform"
+
+
+def test_uniform_with_a_budget_trains_the_widest_uniform_width_within_it_from_scratch():
+    teacher = conv4_teacher()
+    budget = count_params(teacher) // 4
+    _, result = run("uniform", max_params=budget)
+    (record,) = candidates(result)
+    assert record.valid and budget * 0.8 < record.params <= budget
+    (step,) = result.stages[0].rewrites
+    assert len(set(step["ratios"])) == 1
+
+
+def test_uniform_students_start_from_scratch_not_from_the_teachers_filters():
+    teacher = conv4_teacher()
+    config = SearchConfig(max_params=count_params(teacher) // 4)
+    (proposal,) = uniform_students(teacher, torch.randn(1, 1, 28, 28), config)
+    first = lambda model: next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).weight
+    kept, original = first(proposal.rewrite.child).flatten(1), first(teacher).flatten(1)
+    assert not any(torch.equal(filter_, teacher_filter) for filter_ in kept for teacher_filter in original)
 
 
 def test_prune_meets_the_budget_with_the_widest_uniform_pruning():
@@ -105,6 +127,25 @@ def test_kd_distils_into_the_teachers_model_at_the_chosen_width():
     assert result.student_arch["name"] == "conv4"
     assert result.student_arch["kwargs"]["width_mult"] == pytest.approx(0.25)  # 0.5 of a 0.5-wide teacher
     assert count_params(result.student) == record.params < count_params(teacher)
+
+
+def test_kd_with_a_budget_takes_the_widest_student_within_it():
+    teacher = conv4_teacher()
+    budget = count_params(teacher) // 4
+    _, result = run("kd", max_params=budget)
+    (record,) = candidates(result)
+    assert record.valid and budget * 0.8 < record.params <= budget
+    width = result.student_arch["kwargs"]["width_mult"]
+    wider = create_model("conv4", **{**result.student_arch["kwargs"], "width_mult": width * 1.1})
+    assert count_params(wider) > budget  # a tenth wider would not fit: the widest, not any fitting width
+
+
+def test_kd_at_a_given_width_over_the_budget_is_rejected_with_the_reason():
+    config = SearchConfig(student_width=0.9, compression=20)
+    (proposal,) = kd_students(conv4_teacher(), torch.randn(1, 1, 28, 28), config)
+    assert proposal.rewrite.child is None and "over the budget" in proposal.rewrite.reason
+    with pytest.raises(Exception, match="kd baseline found no valid student meeting compression 20"):
+        run("kd", student_width=0.9, compression=20)
 
 
 def test_kd_into_another_zoo_model_that_is_larger_is_rejected():

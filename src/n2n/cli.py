@@ -242,9 +242,11 @@ def add_compress(sub: Any) -> None:
     comp.add_argument("--out", help="run folder to create")
     comp.add_argument("--method", choices=CHOICES["method"],
                       help="n2n (default), or a baseline at the same scoring: random search over the same "
-                           "actions, uniform width scaling, L1 filter pruning to the budget, plain kd")
+                           "actions, uniform width from scratch, L1 filter pruning (uniform or global) to the "
+                           "budget, plain kd into a zoo model")
     comp.add_argument("--student-model", help="--method kd: zoo model to distil into (default: the teacher's)")
-    comp.add_argument("--student-width", type=float, help="--method kd: its width multiplier (default 0.4)")
+    comp.add_argument("--student-width", type=float,
+                      help="--method kd: its width multiplier (default: the widest within the budget; 0.4 without one)")
     comp.add_argument("--stages", help=f"comma-separated, from {','.join(STAGES)} (default: all)")
     comp.add_argument("--epochs-per-stage", type=int, help="policy epochs per stage")
     comp.add_argument("--rollouts", type=int, help="children sampled per policy epoch (default 5)")

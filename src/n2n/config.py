@@ -113,8 +113,9 @@ class SearchConfig:
     workers: int = 1  # worker processes, or Ray tasks at once
     ray_address: str | None = None  # None: a local Ray instance
     # --method kd: the hand-picked student, a zoo model (default: the teacher's own) at this width
+    # (None: the widest within the budget; 0.4 without one)
     student_model: str | None = None
-    student_width: float = 0.4
+    student_width: float | None = None
 
     def validate(self) -> "SearchConfig":
         """Every option by type and range, before any folder, data or teacher pass exists."""
@@ -132,7 +133,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(f"{name.replace('_', '-')} must be a name or path, got {value!r}")
-        check_real("student-width (a width multiplier)", self.student_width, 0, 1, open_low=True)
+        if self.student_width is not None:
+            check_real("student-width (a width multiplier)", self.student_width, 0, 1, open_low=True)
         return self
 
     def check_stages(self) -> None:
@@ -172,12 +174,9 @@ class SearchConfig:
             raise ConfigError("--reward accuracy needs a budget: --max-params, --max-flops or --compression")
         if self.min_accuracy is not None and not (is_real_number(self.min_accuracy) and 0 <= self.min_accuracy <= 1):
             raise ConfigError("--min-accuracy is a fraction between 0 and 1 (e.g. 0.9)")
-        if self.method == "prune" and self.max_params is None and self.compression is None:
-            raise ConfigError("--method prune needs --max-params or --compression: the parameter budget "
-                              "to prune the teacher to")
-        if self.method == "global" and not self.has_budget:
-            raise ConfigError("--method global needs a budget to prune the teacher to: --max-params, --max-flops "
-                              "or --compression")
+        if self.method in ("prune", "global") and not self.has_budget:
+            raise ConfigError(f"--method {self.method} needs a budget to prune the teacher to: --max-params, "
+                              "--max-flops or --compression")
 
     def check_pruning(self) -> None:
         names = self.ignored_layers if isinstance(self.ignored_layers, tuple) else None

@@ -3,13 +3,14 @@
 `--method random` is the N2N loop with a policy that never learns (see search/loop.py);
 the methods here score a fixed list of students with the search's scorer instead:
 
-* uniform: the teacher at a grid of uniform widths, trained from scratch (the
-  hand-designed "reduced" student);
+* uniform: the teacher with every layer at one width ratio, trained from scratch (the
+  hand-designed "reduced" student): the widest within the budget, or a grid of ratios;
 * prune: L1-norm filter pruning (Li et al.) of every layer by the same ratio, the
   largest that meets --max-params, keeping the pruned weights;
 * global: L1-norm filter pruning ranked across the whole network (each layer's norms over
   their mean, as Torch-Pruning's global pruning), the weakest cut until the budget is met;
-* kd: one hand-picked small zoo model (--student-model, --student-width).
+* kd: one hand-picked small zoo model (--student-model, --student-width; without a width,
+  the widest within the budget).
 
 Each candidate gets the search's proxy distillation and reward; the best one goes
 on to the same final distillation as an N2N student.

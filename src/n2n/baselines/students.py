@@ -9,13 +9,20 @@ import torch
 from torch import nn
 
 from ..arch import NetworkView, Rewrite, count_flops, count_params, shrink_layers
-from ..arch.budget import budget_of, fit_by_global_ranking, fit_to_budget
+from ..arch.budget import Budget, budget_of, fit_by_global_ranking, fit_to_budget
 from ..config import SearchConfig
 from ..errors import ConfigError, ModelError
 from ..models import create_model, model_spec
 from ..models.registry import SPEC_ATTRIBUTE
 
 log = logging.getLogger(__name__)
+
+# --method kd without --student-width: this width when there is no budget to size the student by
+DEFAULT_KD_WIDTH = 0.4
+# The kd width bisection's narrowest try and stopping step: finer changes no width of a zoo model
+# narrower than a thousand channels.
+KD_NARROWEST = 1 / 256
+KD_WIDTH_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -29,8 +36,15 @@ class Proposal:
 
 
 def uniform_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
-    """The teacher with every layer at the same width ratio, one student per ratio below 1, from scratch."""
+    """The teacher with every layer at the same width ratio, trained from scratch: with a budget, the
+    widest such student within it; without, one student per ratio of the grid below 1."""
     view = NetworkView.build(teacher, example_input, **config.view_options)
+    budget = budget_of(config, count_params(teacher))
+    if budget is not None:
+        rewrite = fit_to_budget(teacher, view, [1.0] * len(view.groups), example_input, budget, init="scratch",
+                                min_width=config.min_width)
+        label = f"width x{rewrite.step['ratios'][0]:.3f}" if rewrite.child is not None else "uniform width"
+        return [Proposal(label, rewrite)]
     grid = sorted({float(r) for r in config.ratios if r < 1})
     return [Proposal(f"width x{ratio:g}", uniform_shrink(teacher, view, ratio, example_input, config, "scratch"))
             for ratio in grid]
@@ -71,33 +85,78 @@ def uniform_shrink(teacher: nn.Module, view: NetworkView, ratio: float, example_
 
 
 def kd_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
-    """One zoo model, `student_model` (default: the teacher's) at `student_width` of the teacher's width."""
-    spec = student_spec(teacher, example_input, config)
-    try:
-        student = create_model(spec["name"], **spec["kwargs"])
-    except ModelError as error:
-        raise ConfigError(f"--student-model: {error}") from None
-    student = student.to(example_input.device)
+    """One zoo model, `student_model` (default: the teacher's), at `student_width` of the teacher's
+    width; without a width, the widest within the budget, or DEFAULT_KD_WIDTH when there is none."""
+    budget = budget_of(config, count_params(teacher))
+    width = config.student_width
+    if width is None:
+        width = DEFAULT_KD_WIDTH if budget is None else widest_fitting_width(teacher, example_input, config, budget)
+    if width is None:
+        name = student_model_name(teacher, config)
+        reason = f"{name} exceeds the budget ({budget.describe()}) even at width x{KD_NARROWEST:g}"
+        return [Proposal(name, Rewrite(None, reason))]
+    student, label = kd_student(teacher, example_input, config, width)
     params, teacher_params = count_params(student), count_params(teacher)
-    label = f"{spec['name']} x{config.student_width:g}"
     if params >= teacher_params:
         reason = f"{label} has {params:,} parameters, not fewer than the teacher's {teacher_params:,}"
         return [Proposal(label, Rewrite(None, reason))]
     rewrite = Rewrite(student, None, params, count_flops(student, example_input))
+    if budget is not None and not budget.fits(rewrite.params, rewrite.flops):
+        reason = f"{label} has {params:,} parameters and {rewrite.flops:,} flops, over the budget ({budget.describe()})"
+        return [Proposal(label, Rewrite(None, reason))]
     return [Proposal(label, rewrite, arch={**model_spec(student), "rewrites": []})]
 
 
-def student_spec(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> dict[str, Any]:
-    """Zoo name and keyword arguments of the kd student, sized for the teacher's inputs and classes."""
+def kd_student(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig,
+               width: float) -> tuple[nn.Module, str]:
+    """The kd student at `width`, on the teacher's device, and its label."""
+    spec = student_spec(teacher, example_input, config, width)
+    try:
+        student = create_model(spec["name"], **spec["kwargs"])
+    except ModelError as error:
+        raise ConfigError(f"--student-model: {error}") from None
+    return student.to(example_input.device), f"{spec['name']} x{width:.3g}"
+
+
+def widest_fitting_width(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig,
+                         budget: Budget) -> float | None:
+    """The largest width multiplier in (0, 1] whose kd student meets `budget`, by bisection; None
+    when even the narrowest does not."""
+    def fits(width: float) -> bool:
+        student, _ = kd_student(teacher, example_input, config, width)
+        flops = count_flops(student, example_input) if budget.max_flops is not None else None
+        return budget.fits(count_params(student), flops)
+
+    if fits(1.0):
+        return 1.0
+    low, high = KD_NARROWEST, 1.0
+    if not fits(low):
+        return None
+    while high - low > KD_WIDTH_TOLERANCE:
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def student_spec(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig,
+                 width: float) -> dict[str, Any]:
+    """Zoo name and keyword arguments of the kd student at `width`, sized for the teacher's inputs and
+    classes: of the teacher's width when it is the teacher's own model, else the model's own."""
     teacher_spec = getattr(teacher, SPEC_ATTRIBUTE, None)
-    name = config.student_model or (teacher_spec or {}).get("name")
-    if name is None:
-        raise ConfigError("--method kd needs --student-model NAME: this teacher was not built from the zoo")
+    name = student_model_name(teacher, config)
     if teacher_spec is not None and teacher_spec["name"] == name:
         kwargs = dict(teacher_spec["kwargs"])
-        kwargs["width_mult"] = kwargs.get("width_mult", 1.0) * config.student_width
+        kwargs["width_mult"] = kwargs.get("width_mult", 1.0) * width
         return {"name": name, "kwargs": kwargs}
     with torch.no_grad():
         classes = int(teacher.eval()(example_input).shape[1])
-    kwargs = {"in_channels": int(example_input.shape[1]), "num_classes": classes, "width_mult": config.student_width}
+    kwargs = {"in_channels": int(example_input.shape[1]), "num_classes": classes, "width_mult": width}
     return {"name": name, "kwargs": kwargs}
+
+
+def student_model_name(teacher: nn.Module, config: SearchConfig) -> str:
+    """The kd student's zoo model: `student_model`, else the teacher's own."""
+    name = config.student_model or (getattr(teacher, SPEC_ATTRIBUTE, None) or {}).get("name")
+    if name is None:
+        raise ConfigError("--method kd needs --student-model NAME: this teacher was not built from the zoo")
+    return name
