@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from clihelpers import run_error
+from n2n.cli import main
 from n2n.errors import ConfigError
 from n2n.experiments import list_experiments, load_experiment, run_experiment
 from n2n.experiments.manifold import naive_reward, n2n_reward
@@ -173,3 +174,68 @@ def test_the_table_gives_each_variants_parameters_macs_and_accuracy_over_its_see
     assert lines[0].startswith("| variant | seeds | params | MACs (M) |")
     assert lines[2] == "| n2n | 2 | 10,100 ± 141 | 4.00 ± 1.41 | 9.9 ± 0.1x | 90.50 ± 0.71 | 1.50 ± 0.71 | 5 ± 0 | 10 ± 0 |"
     assert lines[3].startswith("| prune | 1 | 9,900 | - | 10.1x | 90.50 |")
+
+
+TWO_VARIANTS = "title: x\nteacher: nowhere.pt\nvariants: {a: {}, b: {}}\nseeds: [0, 1]\n"
+
+
+def finished_run(folder: Path, params: int, accuracy: float) -> None:
+    """A run folder as a finished run leaves it, as far as the experiment's table reads it."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text(json.dumps({"kind": "teacher", "params": 1000, "val_accuracy": 0.9}) + "\n")
+    summary = {"student": {"params": params, "flops": 10 * params, "test_accuracy": accuracy},
+               "teacher": {"params": 1000, "test_accuracy": 0.92}, "compression": 1000 / params, "stages": [],
+               "search_seconds": 1.0}
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_table_only_runs_nothing_and_tables_every_finished_run(tmp_path):
+    path = write(tmp_path / "e.yaml", TWO_VARIANTS)
+    out = tmp_path / "out"
+    finished_run(out / "runs" / "a-seed0", 100, 0.90)
+    finished_run(out / "runs" / "b-seed1", 50, 0.85)
+    run_experiment(str(path), out=out, table_only=True)  # the teacher is missing: nothing may have run
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert sorted((row["variant"], row["seed"]) for row in rows) == [("a", 0), ("b", 1)]
+    assert "| a | 1 | 100 |" in (out / "table.md").read_text()
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["a-seed0", "b-seed1"]
+
+
+def test_variants_and_seeds_pick_the_runs_and_one_held_elsewhere_is_skipped(tmp_path, monkeypatch):
+    import n2n.experiments.runner as runner
+    from n2n.errors import RunInUseError
+
+    path = write(tmp_path / "e.yaml", TWO_VARIANTS)
+    (tmp_path / "nowhere.pt").write_text("")  # a teacher file exists, so the runs are attempted
+    monkeypatch.chdir(tmp_path)
+    attempted = []
+
+    def held_elsewhere(run_dir, *args):
+        attempted.append(run_dir.name)
+        raise RunInUseError(f"{run_dir} is in use")
+
+    monkeypatch.setattr(runner, "run_once", held_elsewhere)
+    run_experiment(str(path), out=tmp_path / "out", variants=["b"], seeds=[1, 0])
+    assert attempted == ["b-seed0", "b-seed1"]  # in the experiment's order; a held run does not stop the rest
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["rows"] == []
+
+
+@pytest.mark.parametrize("variants, seeds, words", [
+    (["a", "zz"], None, "has no variant zz; it has a, b"),
+    (["a"], [7], "has no run of a with seed(s) 7"),
+])
+def test_picking_runs_the_experiment_does_not_have_is_refused_before_any_folder(tmp_path, variants, seeds, words):
+    path = write(tmp_path / "e.yaml", TWO_VARIANTS)
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        run_experiment(str(path), out=tmp_path / "out", variants=variants, seeds=seeds)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_seeds_are_one_line(tmp_path, capsys):
+    path = write(tmp_path / "e.yaml", TWO_VARIANTS)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["experiment", str(path), "--seeds", "one", "--out", str(tmp_path / "out")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and line.startswith("n2n: error: ") and "comma-separated whole numbers" in line
+    assert not (tmp_path / "out").exists()

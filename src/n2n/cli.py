@@ -149,7 +149,8 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         print("\n".join(names) if names else "no experiment files in ./experiments")
         return
     folder = run_experiment(args.name, scale=args.scale, out=args.out, data_dir=args.data_dir, device=args.device,
-                            progress=not args.quiet)
+                            progress=not args.quiet, variants=args.variants, seeds=args.seeds,
+                            table_only=args.table_only)
     print(f"wrote {folder}/table.md and its plots")
 
 
@@ -298,7 +299,26 @@ def add_experiment(sub: Any) -> None:
     experiment.add_argument("--out", help="output folder (default results/NAME[-SCALE]); finished runs are kept")
     experiment.add_argument("--data-dir", help="folder holding the data set files (searched first)")
     experiment.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
+    experiment.add_argument("--variants", type=comma_names, help="run only these variants (comma-separated); "
+                            "processes sharing --out can each take some")
+    experiment.add_argument("--seeds", type=comma_seeds, help="run only these seeds (comma-separated)")
+    experiment.add_argument("--table-only", action="store_true",
+                            help="run nothing: write the table and plots of the runs finished so far")
     experiment.set_defaults(func=cmd_experiment)
+
+
+def comma_names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def comma_seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in comma_names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
 

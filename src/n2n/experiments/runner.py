@@ -10,35 +10,63 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SearchConfig, from_dict
-from ..errors import ConfigError
+from ..errors import ConfigError, RunInUseError
 from .manifold import write_manifold
 from .results import RunRow, run_row, write_results
-from .spec import Experiment, fill, load_experiment, variant_seeds, variant_settings
+from .spec import Experiment, experiment_runs, fill, load_experiment, selected_runs, variant_settings
 
 log = logging.getLogger(__name__)
 
 
 def run_experiment(name: str, *, scale: str | None = None, out: str | Path | None = None,
-                   data_dir: str | Path | None = None, device: str | None = None,
-                   progress: bool = True) -> Path:
-    """Run experiment `name` (a file in experiments/, or a path) and return its output folder."""
+                   data_dir: str | Path | None = None, device: str | None = None, progress: bool = True,
+                   variants: list[str] | None = None, seeds: list[int] | None = None,
+                   table_only: bool = False) -> Path:
+    """Run experiment `name` (a file in experiments/, or a path) and return its output folder.
+
+    `variants` and `seeds` pick some of its runs (several processes, or machines sharing the
+    folder, can each take a part; a run another process holds is skipped); `table_only` runs
+    nothing. The table and plots always show every finished run of the experiment."""
     experiment = load_experiment(name, scale)
     folder = Path(out) if out else default_folder(experiment)
-    folder.mkdir(parents=True, exist_ok=True)
     if experiment.kind == "reward-manifold":
+        folder.mkdir(parents=True, exist_ok=True)
         write_manifold(folder, experiment)
         return folder
-    configs = {(variant, seed): run_config(experiment, variant, seed, folder)
-               for variant in experiment.variants for seed in variant_seeds(experiment, variant)}  # all checked before any run
-    rows: list[RunRow] = []
+    chosen = selected_runs(experiment, variants, seeds)
+    configs = {run: run_config(experiment, *run, folder) for run in chosen}  # all checked before any run
+    folder.mkdir(parents=True, exist_ok=True)
     for number, ((variant, seed), (teacher, dataset, config)) in enumerate(configs.items(), start=1):
+        if table_only:
+            break
         log.info("experiment %s: run %d/%d (%s, seed %d)", experiment.name, number, len(configs), variant, seed)
-        run_dir = folder / "runs" / f"{variant}-seed{seed}"
         ensure_teacher(experiment, teacher, folder, data_dir, device, progress)
-        run_once(run_dir, teacher, dataset, config, experiment.limit, data_dir, device, progress)
-        rows.append(run_row(run_dir, variant, seed))
-    write_results(folder, experiment, rows)
+        try:
+            run_once(run_folder(folder, variant, seed), teacher, dataset, config, experiment.limit, data_dir,
+                     device, progress)
+        except RunInUseError as error:
+            log.warning("skipped, another process is running it: %s", error)
+    write_results(folder, experiment, finished_rows(experiment, folder))
     return folder
+
+
+def run_folder(folder: Path, variant: str, seed: int) -> Path:
+    return folder / "runs" / f"{variant}-seed{seed}"
+
+
+def finished_rows(experiment: Experiment, folder: Path) -> list[RunRow]:
+    """A row for each of the experiment's runs that has finished; the others are named in the log."""
+    rows, waiting = [], []
+    for variant, seed in experiment_runs(experiment):
+        run_dir = run_folder(folder, variant, seed)
+        if (run_dir / "summary.json").is_file():
+            rows.append(run_row(run_dir, variant, seed))
+        else:
+            waiting.append(f"{variant}-seed{seed}")
+    if waiting:
+        log.warning("experiment %s: the table leaves out %d run(s) not finished: %s", experiment.name, len(waiting),
+                    ", ".join(waiting))
+    return rows
 
 
 def default_folder(experiment: Experiment) -> Path:

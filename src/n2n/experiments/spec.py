@@ -132,6 +132,28 @@ def variant_seeds(experiment: Experiment, variant: str) -> list[int]:
     return list(experiment.variants[variant].get("seeds", experiment.seeds))
 
 
+def experiment_runs(experiment: Experiment) -> list[tuple[str, int]]:
+    """Every (variant, seed) the experiment runs, in its order."""
+    return [(variant, seed) for variant in experiment.variants for seed in variant_seeds(experiment, variant)]
+
+
+def selected_runs(experiment: Experiment, variants: list[str] | None = None,
+                  seeds: list[int] | None = None) -> list[tuple[str, int]]:
+    """The experiment's runs of the given variants and seeds (None: all); a name or seed the
+    experiment does not have is an error that lists what it has."""
+    unknown = [name for name in variants or [] if name not in experiment.variants]
+    if unknown:
+        raise ConfigError(f"experiment {experiment.name} has no variant {', '.join(unknown)}; "
+                          f"it has {', '.join(experiment.variants)}")
+    runs = [(variant, seed) for variant, seed in experiment_runs(experiment)
+            if (variants is None or variant in variants) and (seeds is None or seed in seeds)]
+    if not runs:
+        asked = ", ".join(variants or experiment.variants)
+        raise ConfigError(f"experiment {experiment.name} has no run of {asked} with seed(s) "
+                          f"{', '.join(map(str, seeds or []))}")
+    return runs
+
+
 def variant_settings(experiment: Experiment, variant: str, seed: int, out: Path) -> tuple[str, str | None, dict]:
     """(teacher, dataset, search options) of one run, with {out} and {seed} filled in."""
     values = {key: fill(value, out, seed) for key, value in experiment.variants[variant].items() if key != "seeds"}
