@@ -62,16 +62,6 @@ def test_uniform_scores_one_student_per_ratio_below_one_and_keeps_the_best():
     assert result.summary["stages"][0]["name"] == "uniform"
 
 
-def test_uniform_with_a_budget_trains_the_widest_uniform_width_within_it_from_scratch():
-    teacher = conv4_teacher()
-    budget = count_params(teacher) // 4
-    _, result = run("uniform", max_params=budget)
-    (record,) = candidates(result)
-    assert record.valid and budget * 0.8 < record.params <= budget
-    (step,) = result.stages[0].rewrites
-    assert len(set(step["ratios"])) == 1
-
-
 def test_uniform_students_start_from_scratch_not_from_the_teachers_filters():
     teacher = conv4_teacher()
     config = SearchConfig(max_params=count_params(teacher) // 4)
@@ -81,14 +71,27 @@ def test_uniform_students_start_from_scratch_not_from_the_teachers_filters():
     assert not any(torch.equal(filter_, teacher_filter) for filter_ in kept for teacher_filter in original)
 
 
-def test_prune_meets_the_budget_with_the_widest_uniform_pruning():
-    teacher = conv4_teacher()
-    budget = count_params(teacher) // 4
-    _, result = run("prune", max_params=budget)
+def budget_run(method: str):
+    """A quarter of the teacher's parameters as the budget: (budget, the run, its one scored student)."""
+    budget = count_params(conv4_teacher()) // 4
+    _, result = run(method, max_params=budget)
     (record,) = candidates(result)
+    return budget, result, record
+
+
+@pytest.mark.parametrize("method", ["uniform", "prune", "global", "kd"])
+def test_each_baseline_meets_the_budget_close_under_it(method):
+    budget, result, record = budget_run(method)
     assert record.valid and record.params <= budget
-    assert record.params > budget * 0.8  # the bisection stops near the budget, not far below it
-    assert result.summary["student"]["params"] <= budget
+    assert record.params > budget * 0.8  # the widest within the budget, not far below it
+    assert result.summary["student"]["params"] == count_params(result.student) == record.params
+
+
+@pytest.mark.parametrize("method", ["uniform", "prune"])
+def test_uniform_width_and_uniform_pruning_give_every_layer_one_ratio(method):
+    _, result, _ = budget_run(method)
+    (step,) = result.stages[0].rewrites
+    assert len(set(step["ratios"])) == 1
 
 
 def test_prune_without_a_budget_is_refused_up_front():
@@ -103,13 +106,8 @@ def test_an_unreachable_pruning_budget_is_a_clear_error():
         run("prune", max_params=10)
 
 
-def test_global_pruning_meets_the_budget_and_cuts_layers_unequally():
-    teacher = conv4_teacher()
-    budget = count_params(teacher) // 4
-    _, result = run("global", max_params=budget)
-    (record,) = candidates(result)
-    assert record.valid and budget * 0.8 < record.params <= budget
-    assert count_params(result.student) == record.params
+def test_global_pruning_cuts_layers_unequally():
+    _, result, _ = budget_run("global")
     ratios = result.stages[0].rewrites[0]["ratios"]
     assert len(set(ratios)) > 1  # a global ranking, not one ratio for every layer
 
@@ -130,13 +128,9 @@ def test_kd_distils_into_the_teachers_model_at_the_chosen_width():
 
 
 def test_kd_with_a_budget_takes_the_widest_student_within_it():
-    teacher = conv4_teacher()
-    budget = count_params(teacher) // 4
-    _, result = run("kd", max_params=budget)
-    (record,) = candidates(result)
-    assert record.valid and budget * 0.8 < record.params <= budget
-    width = result.student_arch["kwargs"]["width_mult"]
-    wider = create_model("conv4", **{**result.student_arch["kwargs"], "width_mult": width * 1.1})
+    budget, result, _ = budget_run("kd")
+    arch = result.student_arch["kwargs"]
+    wider = create_model("conv4", **{**arch, "width_mult": arch["width_mult"] * 1.1})
     assert count_params(wider) > budget  # a tenth wider would not fit: the widest, not any fitting width
 
 
