@@ -6,8 +6,14 @@ when T is 0), then its validation accuracy: in a search config, `proxy: {calibra
 (`epochs: 0` for no training). Each of the run's trained children is built again on its stage's
 parent, screened with each C:T of --screens, and ranked against the proxy accuracy the search
 recorded for it (Spearman and Kendall tau, within each stage, where the search compares
-children), beside the ranking by parameter count alone. A screen that ranks as the proxy does at a fraction of its seconds can
-screen many children and leave the proxy, or a longer score, to the best few (`rescore_top`).
+children), beside the ranking by parameter count and by multiply-accumulates alone. A screen that
+ranks as the proxy does at a fraction of its seconds can screen many children and leave the proxy,
+or a longer score, to the best few (`rescore_top`).
+
+With --final, what all of these try to foresee is measured too: each child is trained with the
+run's proxy (its recorded score comes back) and then given the run's final distillation, as
+`n2n compress` ends with the child it keeps, and every ranking (the screens, the proxy, the
+parameters, the MACs) is also set against the test accuracy that leaves.
 
     .venv/bin/python benchmarks/screen.py results/deep-vgg16/runs/n2n-10x-seed0 --screens 0:0,1024:0,1024:2000
 """
@@ -32,7 +38,12 @@ from n2n.distill.trainer import DistillConfig, distill
 from n2n.errors import N2NError
 from n2n.report.summary import load_run
 from n2n.search.state import candidate_key
-from n2n.training import NonFiniteLossError
+from n2n.training import NonFiniteLossError, accuracy
+
+
+FINAL = "final_test_accuracy"
+# what a ranking is set against, as the table names it
+TARGETS = {"proxy_accuracy": "proxy", FINAL: "final test accuracy"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,9 @@ def parse_args(argv: list[str] | None) -> Namespace:
                         help="also train each child with the run's own proxy, its seed moved by each of these "
                              "(e.g. 1,2): how well the proxy agrees with itself, and what it costs here now; "
                              "0 gives back the run's own scores")
+    parser.add_argument("--final", action="store_true",
+                        help="also give each child the run's proxy and then its final distillation, and rank "
+                             "everything against the test accuracy that leaves (minutes per child)")
     parser.add_argument("--stage", choices=("removal", "shrinkage"), help="only this stage's children")
     parser.add_argument("--children", type=positive, help="at most this many children, in a seeded random order")
     parser.add_argument("--data-dir", help="where the run's data set lies (default: where n2n finds it)")
@@ -112,19 +126,41 @@ def recorded_proxy(run: Any) -> dict[str, dict[str, Any]]:
     return {candidate_key(line["stage"], line["epoch"], line["rollout"]): line for line in run.candidates}
 
 
-def screen_row(child: Child, record: dict[str, Any], setup: Any, proxy_data: Any, chosen: list[Screen]) -> dict:
+def screen_row(child: Child, record: dict[str, Any], setup: Any, proxy_data: Any, chosen: list[Screen],
+               final: bool) -> dict:
     row = {"name": child.name, "stage": child.stage, "actions": child.actions, "params": record["params"],
-           "proxy_accuracy": record["val_accuracy"], "proxy_seconds": record["seconds"]}
+           "flops": record.get("flops"), "proxy_accuracy": record["val_accuracy"], "proxy_seconds": record["seconds"]}
     for screen in chosen:
-        rewrite = child.rewrite(setup.config.init, setup.example_input)
-        if rewrite.params != record["params"]:
-            raise N2NError(f"{child.name} rebuilt has {rewrite.params:,} parameters where the run recorded "
-                           f"{record['params']:,}: the run was made by other code")
+        rewrite = rebuilt(child, record, setup)
         config, data, seed = screen.config(setup.config.proxy), screen.data(proxy_data), screen.seed(child.seed)
         accuracy, seconds = timed(lambda: screened_accuracy(rewrite.child, data, config, seed, setup.teacher),
                                   setup.device)
         row[screen.key], row[f"{screen.key}_seconds"] = accuracy, seconds
+    if final:
+        row[FINAL], row[f"{FINAL}_seconds"] = timed(lambda: final_accuracy(rebuilt(child, record, setup).child, setup,
+                                                                           proxy_data, child.seed), setup.device)
     return row
+
+
+def rebuilt(child: Child, record: dict[str, Any], setup: Any) -> Any:
+    """The child's rewrite as the search made it; an error where the run was made by other code."""
+    rewrite = child.rewrite(setup.config.init, setup.example_input)
+    if rewrite.params != record["params"]:
+        raise N2NError(f"{child.name} rebuilt has {rewrite.params:,} parameters where the run recorded "
+                       f"{record['params']:,}: the run was made by other code")
+    return rewrite
+
+
+def final_accuracy(child: nn.Module, setup: Any, proxy_data: DistillData, child_seed: int) -> float:
+    """Test accuracy after the run's proxy and then its final distillation (on every training image, the
+    teacher labelling augmented batches, with the run's seed), as `n2n compress` ends; NaN where either
+    diverged."""
+    proxy = replace(setup.config.proxy, subset=None)
+    if math.isnan(screened_accuracy(child, proxy_data, proxy, child_seed, setup.teacher)):
+        return math.nan
+    if math.isnan(screened_accuracy(child, setup.data, setup.config.final, setup.config.seed, setup.teacher)):
+        return math.nan
+    return accuracy(child.eval(), *setup.test)
 
 
 def screened_accuracy(child: nn.Module, data: DistillData, config: DistillConfig, seed: int,
@@ -137,31 +173,40 @@ def screened_accuracy(child: nn.Module, data: DistillData, config: DistillConfig
         return math.nan
 
 
-def agreement(rows: list[dict], chosen: list[Screen]) -> list[dict[str, Any]]:
-    """Per stage and screen: its rank agreement with the proxy and its seconds per child."""
+def agreement(rows: list[dict], chosen: list[Screen], target: str = "proxy_accuracy") -> list[dict[str, Any]]:
+    """Per stage: how each screen, and the size alone, ranks the children against `target` (the
+    recorded proxy accuracy, or the final test accuracy, against which the proxy is ranked too)."""
     table = []
     for stage in dict.fromkeys(row["stage"] for row in rows):
         group = [row for row in rows if row["stage"] == stage]
         proxy_seconds = sum(row["proxy_seconds"] for row in group) / len(group)
+
+        def entry(name: str, key: str, seconds: float, accuracy: float = math.nan) -> dict[str, Any]:
+            return {"stage": stage, "screen": name, "against": TARGETS[target], "seconds": seconds,
+                    "proxy_seconds": proxy_seconds, "children": len(group), "mean_accuracy": accuracy,
+                    **rank_agreement(group, key, target)}
+
         for screen in chosen:
-            table.append({"stage": stage, "screen": screen.describe(),
-                          "seconds": sum(row[f"{screen.key}_seconds"] for row in group) / len(group),
-                          "proxy_seconds": proxy_seconds, "children": len(group),
-                          "mean_accuracy": mean_of_finite([row[screen.key] for row in group]),
-                          **rank_agreement(group, screen.key, "proxy_accuracy")})
-        table.append({"stage": stage, "screen": "parameter count", "seconds": 0.0, "proxy_seconds": proxy_seconds,
-                      "children": len(group), "mean_accuracy": math.nan,
-                      **rank_agreement(group, "params", "proxy_accuracy")})
+            table.append(entry(screen.describe(), screen.key,
+                               sum(row[f"{screen.key}_seconds"] for row in group) / len(group),
+                               mean_of_finite([row[screen.key] for row in group])))
+        if target != "proxy_accuracy":
+            table.append(entry("the run's proxy, as recorded", "proxy_accuracy", proxy_seconds,
+                               mean_of_finite([row["proxy_accuracy"] for row in group])))
+        table.append(entry("parameter count", "params", 0.0))
+        if all(row["flops"] is not None for row in group):
+            table.append(entry("multiply-accumulates", "flops", 0.0))
     return table
 
 
 def markdown(table: list[dict[str, Any]]) -> str:
     lines = ["| stage | screen | children | mean accuracy (%) | seconds per child | proxy's seconds per child "
-             "| Spearman with the proxy | Kendall tau |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| ranked against | Spearman | Kendall tau |", "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for row in table:
         accuracy = "-" if math.isnan(row["mean_accuracy"]) else f"{100 * row['mean_accuracy']:.2f}"
         lines.append(f"| {row['stage']} | {row['screen']} | {row['children']} | {accuracy} | {row['seconds']:.2f} "
-                     f"| {row['proxy_seconds']:.1f} | {row['spearman']:.3f} | {row['kendall_tau']:.3f} |")
+                     f"| {row['proxy_seconds']:.1f} | {row['against']} | {row['spearman']:.3f} "
+                     f"| {row['kendall_tau']:.3f} |")
     return "\n".join(lines)
 
 
@@ -180,12 +225,14 @@ def measure(args: Namespace) -> dict[str, Any]:
     chosen = args.screens + [Screen(proxy_seed=offset) for offset in args.proxy_seeds]
     rows = []
     for number, child in enumerate(children, start=1):
-        rows.append(screen_row(child, records[child.name], setup, proxy_data, chosen))
+        rows.append(screen_row(child, records[child.name], setup, proxy_data, chosen, args.final))
+        finished = f", final {rows[-1][FINAL]:.4f}" if args.final else ""
         say(f"[{number}/{len(children)}] {child.name}: proxy {rows[-1]['proxy_accuracy']:.4f}, screens "
-            + ", ".join(f"{rows[-1][screen.key]:.4f}" for screen in chosen))
+            + ", ".join(f"{rows[-1][screen.key]:.4f}" for screen in chosen) + finished)
+    table = agreement(rows, chosen) + (agreement(rows, chosen, FINAL) if args.final else [])
     return {"settings": {"run": str(args.run), "screens": [asdict(screen) for screen in chosen],
-                         "stage": args.stage, "children": len(rows), "seed": seed},
-            "machine": machine(setup.device), "rows": rows, "agreement": agreement(rows, chosen)}
+                         "stage": args.stage, "children": len(rows), "seed": seed, "final": args.final},
+            "machine": machine(setup.device), "rows": rows, "agreement": table}
 
 
 def main(argv: list[str] | None = None) -> int:

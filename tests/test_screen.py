@@ -36,9 +36,25 @@ def test_every_trained_child_is_rebuilt_at_its_recorded_size_and_screened(worksp
         # the child, its data and its seed as the search had them: the run's own score comes back
         assert row["proxy_seed_plus_0"] == row["proxy_accuracy"]
     stages = {row["stage"] for row in result["rows"]}
-    assert len(result["agreement"]) == len(stages) * 6  # 3 screens, the proxy twice, the parameter count per stage
+    assert len(result["agreement"]) == len(stages) * 7  # 3 screens, the proxy twice, parameters, MACs per stage
     table = capsys.readouterr().out
     assert "| BatchNorm on 32 images, 1 epoch on 32 images |" in table and "| inherited BatchNorm, no training |" in table
+
+
+def test_final_ranks_the_screens_the_proxy_and_the_size_against_the_final_students_test_accuracy(workspace, tmp_path,
+                                                                                                capsys):
+    out = tmp_path / "final.json"
+    assert load_benchmark("screen").main([str(workspace["run"]), "--data-dir", str(workspace["mnist"]),
+                                          "--screens", "0:0", "--final", "--children", "3", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["rows"]) == 3
+    assert all(0 <= row["final_test_accuracy"] <= 1 and row["final_test_accuracy_seconds"] > 0
+               for row in result["rows"])
+    against_final = [row for row in result["agreement"] if row["against"] == "final test accuracy"]
+    screens = {row["screen"] for row in against_final}
+    assert screens == {"inherited BatchNorm, no training", "the run's proxy, as recorded", "parameter count",
+                       "multiply-accumulates"}
+    assert "| final test accuracy |" in capsys.readouterr().out
 
 
 def test_a_folder_that_is_no_run_is_one_line_and_exit_2(tmp_path, capsys):
