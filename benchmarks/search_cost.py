@@ -431,6 +431,7 @@ def earlier_runs(path: str, now_settings: dict[str, Any], now_machine: dict[str,
         settings_then, machine_then, rows = earlier["settings"], earlier["machine"], earlier["scoring"]["rows"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise N2NError(f"--reuse {path}: not a result of this script ({error})") from None
+    settings_then, now_settings = completed(settings_then), completed(now_settings)
     for names, then, now in ((SAME_SETTINGS, settings_then, now_settings), (SAME_MACHINE, machine_then, now_machine)):
         differ = [name for name in names if plain(then.get(name)) != plain(now.get(name))]
         if differ:
@@ -438,6 +439,13 @@ def earlier_runs(path: str, now_settings: dict[str, Any], now_machine: dict[str,
     say_if_another_cpu(path, machine_then, now_machine)
     return {child_key(row["name"], row["stage"], row["actions"], row.get("params")): recorded_runs(row)
             for row in rows}
+
+
+def completed(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with its reference protocol's missing fields at their defaults (see reference_protocol)."""
+    if not isinstance(settings.get("reference"), dict):
+        return settings
+    return {**settings, "reference": reference_protocol(settings["reference"])}
 
 
 def say_if_another_cpu(path: str, then: dict[str, Any], now: dict[str, Any]) -> None:
@@ -541,10 +549,11 @@ def settings(args: argparse.Namespace, setup: Setup, reference: DistillConfig) -
             "reference": reference_protocol(reference)}
 
 
-def reference_protocol(reference: DistillConfig) -> dict[str, Any]:
-    """The reference's settings as results record them; it never recalibrates BatchNorm, so the field
-    stays out, and results written before the field existed are reused as the same protocol."""
-    return {name: value for name, value in asdict(reference).items() if name != "calibrate"} | {"init": "scratch"}
+def reference_protocol(reference: DistillConfig | dict[str, Any]) -> dict[str, Any]:
+    """The reference's settings as results record them. Recorded ones (a dict) get the fields added to
+    DistillConfig since at their defaults, which is how the code that wrote them behaved."""
+    recorded = asdict(reference) if isinstance(reference, DistillConfig) else reference
+    return {**asdict(DistillConfig()), **recorded, "init": "scratch"}
 
 
 def targets(scoring: dict[str, Any], speed: dict[str, Any]) -> dict[str, Any]:

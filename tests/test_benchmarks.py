@@ -69,7 +69,7 @@ def test_a_tiny_search_cost_run_writes_every_measurement(fashion_mnist_root, tmp
 
     assert result["settings"]["reference"] | {"epochs": 5} == {
         "loss": "l2", "epochs": 5, "subset": None, "batch_size": 128, "lr": 5e-4, "weight_decay": 5e-4,
-        "temperature": 4.0, "alpha": 0.9, "augment": False, "init": "scratch"}
+        "temperature": 4.0, "alpha": 0.9, "augment": False, "calibrate": 0, "init": "scratch"}
     assert result["settings"]["reference_epochs"] == 1 and result["settings"]["proxy"]["subset"] == 15000
     assert {"platform", "cpu_count", "torch", "device_name"} <= set(result["machine"])
     assert set(result["targets"]["met"]) == {"cost_ratio", "spearman", "throughput"}
@@ -154,6 +154,16 @@ def test_reuse_takes_an_earlier_results_runs_of_the_same_children(tmp_path):
     known = [(0.9, 120.0), (0.8, 110.0)]
     assert script.reference_runs(Untrainable(), None, None, 2, known) == known
     assert script.reference_runs(Untrainable(), None, None, 1, known) == known[:1]
+
+
+def test_reuse_takes_a_result_written_before_a_reference_field_existed_while_it_is_at_its_default(tmp_path):
+    script = load_script()
+    machine = {"device_name": "cpu", "usable_cpus": 2, "torch": "2"}
+    now = {"run": "runs/a", "seed": 0, "reference": {"epochs": 5, "calibrate": 0}}  # the result has no calibrate
+    assert len(script.earlier_runs(str(earlier_result(tmp_path)), now, machine)) == 1
+    with pytest.raises(script.N2NError, match="measured with another reference$"):
+        script.earlier_runs(str(earlier_result(tmp_path)), now | {"reference": {"epochs": 5, "calibrate": 256}},
+                            machine)
 
 
 @pytest.mark.parametrize("change, named", [({"seed": 1}, "seed"), ({"reference": {"epochs": 1}}, "reference")])
