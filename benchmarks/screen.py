@@ -13,7 +13,9 @@ or a longer score, to the best few (`rescore_top`).
 With --final, what all of these try to foresee is measured too: each child is trained with the
 run's proxy (its recorded score comes back) and then given the run's final distillation, as
 `n2n compress` ends with the child it keeps, and every ranking (the screens, the proxy, the
-parameters, the MACs) is also set against the test accuracy that leaves.
+parameters, the MACs) is also set against the test accuracy that leaves. (A run made with
+`rescore_top` final-distilled its kept child after the re-score; here every child gets the proxy
+only before the final distillation.)
 
     .venv/bin/python benchmarks/screen.py results/deep-vgg16/runs/n2n-10x-seed0 --screens 0:0,1024:0,1024:2000
 """

@@ -134,6 +134,12 @@ def test_kd_with_a_budget_takes_the_widest_student_within_it():
     assert count_params(wider) > budget  # a tenth wider would not fit: the widest, not any fitting width
 
 
+def test_kd_under_a_budget_the_teacher_already_meets_is_still_smaller_than_the_teacher():
+    teacher, result = run("kd", max_params=2 * count_params(conv4_teacher()))
+    (record,) = candidates(result)
+    assert record.valid and count_params(teacher) * 0.8 < record.params < count_params(teacher)
+
+
 def test_kd_at_a_given_width_over_the_budget_is_rejected_with_the_reason():
     config = SearchConfig(student_width=0.9, compression=20)
     (proposal,) = kd_students(conv4_teacher(), torch.randn(1, 1, 28, 28), config)

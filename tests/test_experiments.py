@@ -222,13 +222,30 @@ def test_variants_and_seeds_pick_the_runs_and_one_held_elsewhere_is_skipped(tmp_
 
 @pytest.mark.parametrize("variants, seeds, words", [
     (["a", "zz"], None, "has no variant zz; it has a, b"),
-    (["a"], [7], "has no run of a with seed(s) 7"),
+    (["a"], [7], "has no run of seed(s) 7 among the variants picked; their seeds: 0, 1"),
 ])
 def test_picking_runs_the_experiment_does_not_have_is_refused_before_any_folder(tmp_path, variants, seeds, words):
     path = write(tmp_path / "e.yaml", TWO_VARIANTS)
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
         run_experiment(str(path), out=tmp_path / "out", variants=variants, seeds=seeds)
     assert not (tmp_path / "out").exists()
+
+
+def test_table_only_where_no_run_was_made_is_refused_and_makes_no_folder(tmp_path):
+    path = write(tmp_path / "e.yaml", TWO_VARIANTS)
+    with pytest.raises(ConfigError, match="holds no runs of experiment e to tabulate"):
+        run_experiment(str(path), out=tmp_path / "typo", table_only=True)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_figure_experiment_has_no_runs_to_pick(in_repo, tmp_path):
+    with pytest.raises(ConfigError, match="has no runs: --variants, --seeds and --table-only do not apply"):
+        run_experiment("reward-manifold", out=tmp_path / "m", seeds=[0])
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_picking_runs_without_an_experiment_is_one_line(capsys):
+    assert "need an experiment NAME" in run_error(["experiment", "--seeds", "0"], capsys)
 
 
 def test_cli_bad_seeds_are_one_line(tmp_path, capsys):

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from n2n.cli import main
-from n2n.errors import RunInUseError
+from n2n.errors import N2NError, RunInUseError
 from n2n.files import atomic_save
 from n2n.report.run_folder import DAMAGED_METRICS, LOCK_FILE, RunFolder
 from n2n.run import resume_point
@@ -23,6 +23,10 @@ def test_a_run_folder_has_one_owner_until_it_is_given_back(tmp_path):
             RunFolder(tmp_path).claim()
         with pytest.raises(RunInUseError):
             RunFolder.create(tmp_path, force=True)  # --force does not take a live run's folder
+        with pytest.raises(RunInUseError):
+            RunFolder.create(tmp_path)  # a live run is named as one, not as a leftover to resume
+    with pytest.raises(N2NError, match="already holds a run: continue it with --resume"):
+        RunFolder.create(tmp_path)
     assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
     with RunFolder(tmp_path).claim():  # given back on leaving the block
         pass

@@ -145,6 +145,8 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     from .experiments import list_experiments, run_experiment
 
     if args.name is None:
+        if args.variants or args.seeds or args.table_only:
+            raise N2NError("--variants, --seeds and --table-only need an experiment NAME")
         names = list_experiments()
         print("\n".join(names) if names else "no experiment files in ./experiments")
         return
@@ -301,7 +303,7 @@ def add_experiment(sub: Any) -> None:
     experiment.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
     experiment.add_argument("--variants", type=comma_names, help="run only these variants (comma-separated); "
                             "processes sharing --out can each take some")
-    experiment.add_argument("--seeds", type=comma_seeds, help="run only these seeds (comma-separated)")
+    experiment.add_argument("--seeds", type=comma_seeds, help="run only these seeds (comma-separated), of each variant that has them")
     experiment.add_argument("--table-only", action="store_true",
                             help="run nothing: write the table and plots of the runs finished so far")
     experiment.set_defaults(func=cmd_experiment)

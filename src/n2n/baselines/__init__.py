@@ -6,7 +6,7 @@ the methods here score a fixed list of students with the search's scorer instead
 * uniform: the teacher with every layer at one width ratio, trained from scratch (the
   hand-designed "reduced" student): the widest within the budget, or a grid of ratios;
 * prune: L1-norm filter pruning (Li et al.) of every layer by the same ratio, the
-  largest that meets --max-params, keeping the pruned weights;
+  largest within the budget, keeping the pruned weights;
 * global: L1-norm filter pruning ranked across the whole network (each layer's norms over
   their mean, as Torch-Pruning's global pruning), the weakest cut until the budget is met;
 * kd: one hand-picked small zoo model (--student-model, --student-width; without a width,

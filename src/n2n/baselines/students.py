@@ -39,29 +39,33 @@ def uniform_students(teacher: nn.Module, example_input: torch.Tensor, config: Se
     """The teacher with every layer at the same width ratio, trained from scratch: with a budget, the
     widest such student within it; without, one student per ratio of the grid below 1."""
     view = NetworkView.build(teacher, example_input, **config.view_options)
-    budget = budget_of(config, count_params(teacher))
-    if budget is not None:
-        rewrite = fit_to_budget(teacher, view, [1.0] * len(view.groups), example_input, budget, init="scratch",
-                                min_width=config.min_width)
-        label = f"width x{rewrite.step['ratios'][0]:.3f}" if rewrite.child is not None else "uniform width"
-        return [Proposal(label, rewrite)]
+    if config.has_budget:
+        return [uniform_to_budget(teacher, view, example_input, config, "width", init="scratch")]
     grid = sorted({float(r) for r in config.ratios if r < 1})
     return [Proposal(f"width x{ratio:g}", uniform_shrink(teacher, view, ratio, example_input, config, "scratch"))
             for ratio in grid]
 
 
 def pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
-    """The widest uniform L1-norm pruning of the teacher within the budget (max_params, compression)."""
+    """The widest uniform L1-norm pruning of the teacher within the budget (max_params, max_flops,
+    compression)."""
     view = NetworkView.build(teacher, example_input, **config.view_options)
+    return [uniform_to_budget(teacher, view, example_input, config, "pruned", init="inherit", criterion="l1")]
+
+
+def uniform_to_budget(teacher: nn.Module, view: NetworkView, example_input: torch.Tensor, config: SearchConfig,
+                      name: str, **shrink: str) -> Proposal:
+    """Every layer group at the one ratio, the largest within the config's budget (`shrink`: how the
+    rewrite initialises and picks channels)."""
     budget = budget_of(config, count_params(teacher))
-    rewrite = fit_to_budget(teacher, view, [1.0] * len(view.groups), example_input, budget, init="inherit",
-                            min_width=config.min_width, criterion="l1")
+    rewrite = fit_to_budget(teacher, view, [1.0] * len(view.groups), example_input, budget,
+                            min_width=config.min_width, **shrink)
     if rewrite.child is None:
-        return [Proposal("pruned", rewrite)]
+        return Proposal(name, rewrite)
     ratio = rewrite.step["ratios"][0]
-    log.info("pruning every layer to %.3f of its filters gives %s parameters (%s)",
-             ratio, f"{rewrite.params:,}", budget.describe())
-    return [Proposal(f"pruned x{ratio:.3f}", rewrite)]
+    log.info("%s: every layer at %.3f of its width gives %s parameters (%s)", name, ratio, f"{rewrite.params:,}",
+             budget.describe())
+    return Proposal(f"{name} x{ratio:.3f}", rewrite)
 
 
 def globally_pruned_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> list[Proposal]:
@@ -120,12 +124,15 @@ def kd_student(teacher: nn.Module, example_input: torch.Tensor, config: SearchCo
 
 def widest_fitting_width(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig,
                          budget: Budget) -> float | None:
-    """The largest width multiplier in (0, 1] whose kd student meets `budget`, by bisection; None
-    when even the narrowest does not."""
-    def fits(width: float) -> bool:
+    """The largest width multiplier in (0, 1] whose kd student meets `budget` with fewer parameters
+    than the teacher, by bisection (a zoo model's size never falls as its width grows); None when
+    even the narrowest does not."""
+    teacher_params = count_params(teacher)
+
+    def fits(width: float) -> bool:  # within the budget, and smaller than the teacher (a budget may not be)
         student, _ = kd_student(teacher, example_input, config, width)
         flops = count_flops(student, example_input) if budget.max_flops is not None else None
-        return budget.fits(count_params(student), flops)
+        return count_params(student) < teacher_params and budget.fits(count_params(student), flops)
 
     if fits(1.0):
         return 1.0

@@ -5,9 +5,11 @@ again, a killed one is resumed, so an interrupted experiment loses nothing.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..config import SearchConfig, from_dict
 from ..errors import ConfigError, RunInUseError
@@ -16,6 +18,9 @@ from .results import RunRow, run_row, write_results
 from .spec import Experiment, experiment_runs, fill, load_experiment, selected_runs, variant_settings
 
 log = logging.getLogger(__name__)
+
+# in the experiment's folder: the lock under which a missing teacher is trained
+TEACHER_LOCK = ".teacher.lock"
 
 
 def run_experiment(name: str, *, scale: str | None = None, out: str | Path | None = None,
@@ -30,15 +35,28 @@ def run_experiment(name: str, *, scale: str | None = None, out: str | Path | Non
     experiment = load_experiment(name, scale)
     folder = Path(out) if out else default_folder(experiment)
     if experiment.kind == "reward-manifold":
+        if variants or seeds or table_only:
+            raise ConfigError(f"experiment {experiment.name} draws a figure and has no runs: "
+                              "--variants, --seeds and --table-only do not apply")
         folder.mkdir(parents=True, exist_ok=True)
         write_manifold(folder, experiment)
         return folder
     chosen = selected_runs(experiment, variants, seeds)
     configs = {run: run_config(experiment, *run, folder) for run in chosen}  # all checked before any run
+    if table_only and not (folder / "runs").is_dir():
+        raise ConfigError(f"{folder} holds no runs of experiment {experiment.name} to tabulate")
     folder.mkdir(parents=True, exist_ok=True)
+    if not table_only:
+        run_all(experiment, configs, folder, data_dir, device, progress)
+    write_results(folder, experiment, finished_rows(experiment, folder))
+    return folder
+
+
+def run_all(experiment: Experiment, configs: dict[tuple[str, int], tuple[str, str | None, SearchConfig]],
+            folder: Path, data_dir: Any, device: str | None, progress: bool) -> None:
+    """Each chosen run in turn: kept when finished, resumed when killed, skipped when another process
+    holds it, started otherwise."""
     for number, ((variant, seed), (teacher, dataset, config)) in enumerate(configs.items(), start=1):
-        if table_only:
-            break
         log.info("experiment %s: run %d/%d (%s, seed %d)", experiment.name, number, len(configs), variant, seed)
         ensure_teacher(experiment, teacher, folder, data_dir, device, progress)
         try:
@@ -46,8 +64,6 @@ def run_experiment(name: str, *, scale: str | None = None, out: str | Path | Non
                      device, progress)
         except RunInUseError as error:
             log.warning("skipped, another process is running it: %s", error)
-    write_results(folder, experiment, finished_rows(experiment, folder))
-    return folder
 
 
 def run_folder(folder: Path, variant: str, seed: int) -> Path:
@@ -87,7 +103,8 @@ def run_config(experiment: Experiment, variant: str, seed: int,
 
 def ensure_teacher(experiment: Experiment, teacher: str, folder: Path, data_dir: Any, device: str | None,
                    progress: bool) -> None:
-    """Train a missing teacher from the experiment's recipe for it; without one, say how to make it."""
+    """Train a missing teacher from the experiment's recipe for it; without one, say how to make it.
+    Processes sharing the experiment's folder take turns, so the teacher is trained once."""
     if Path(teacher).is_file():
         return
     recipe = {fill(path, folder, 0): how for path, how in experiment.teachers.items()}.get(teacher)
@@ -96,12 +113,23 @@ def ensure_teacher(experiment: Experiment, teacher: str, folder: Path, data_dir:
                           f"`n2n train-teacher --model MODEL --dataset DATASET --out {teacher}`")
     from ..teacher import train_teacher
 
-    log.info("training the missing teacher %s (%s)", teacher, recipe)
-    options = dict(recipe)
-    model, dataset = options.pop("model"), options.pop("dataset")
-    Path(teacher).parent.mkdir(parents=True, exist_ok=True)
-    train_teacher(model, dataset, out=teacher, data_dir=data_dir, device=device, limit=experiment.limit,
-                  progress=progress, **options)
+    with waiting_for_lock(folder / TEACHER_LOCK):
+        if Path(teacher).is_file():  # another process trained it while this one waited
+            return
+        log.info("training the missing teacher %s (%s)", teacher, recipe)
+        options = dict(recipe)
+        model, dataset = options.pop("model"), options.pop("dataset")
+        Path(teacher).parent.mkdir(parents=True, exist_ok=True)
+        train_teacher(model, dataset, out=teacher, data_dir=data_dir, device=device, limit=experiment.limit,
+                      progress=progress, **options)
+
+
+@contextmanager
+def waiting_for_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path`, waited for; the kernel drops it when its process ends, however."""
+    with open(path, "a") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        yield
 
 
 def run_once(run_dir: Path, teacher: str, dataset: str | None, config: SearchConfig, limit: int | None,

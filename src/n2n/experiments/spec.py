@@ -139,18 +139,20 @@ def experiment_runs(experiment: Experiment) -> list[tuple[str, int]]:
 
 def selected_runs(experiment: Experiment, variants: list[str] | None = None,
                   seeds: list[int] | None = None) -> list[tuple[str, int]]:
-    """The experiment's runs of the given variants and seeds (None: all); a name or seed the
-    experiment does not have is an error that lists what it has."""
+    """The experiment's runs of the given variants and seeds (None: all); a name the experiment does
+    not have, or a choice that leaves no run, is an error that says what it has."""
+    if variants is not None and not variants or seeds is not None and not seeds:
+        raise ConfigError("pick at least one variant and one seed, or leave the choice out to run them all")
     unknown = [name for name in variants or [] if name not in experiment.variants]
     if unknown:
         raise ConfigError(f"experiment {experiment.name} has no variant {', '.join(unknown)}; "
                           f"it has {', '.join(experiment.variants)}")
-    runs = [(variant, seed) for variant, seed in experiment_runs(experiment)
-            if (variants is None or variant in variants) and (seeds is None or seed in seeds)]
+    picked = [run for run in experiment_runs(experiment) if variants is None or run[0] in variants]
+    runs = [run for run in picked if seeds is None or run[1] in seeds]
     if not runs:
-        asked = ", ".join(variants or experiment.variants)
-        raise ConfigError(f"experiment {experiment.name} has no run of {asked} with seed(s) "
-                          f"{', '.join(map(str, seeds or []))}")
+        have = sorted({seed for _, seed in picked})
+        raise ConfigError(f"experiment {experiment.name} has no run of seed(s) {', '.join(map(str, seeds or []))} "
+                          f"among the variants picked; their seeds: {', '.join(map(str, have)) or 'none'}")
     return runs
 
 

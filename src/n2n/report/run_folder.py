@@ -39,6 +39,8 @@ class RunFolder:
         if folder.root.exists() and not folder.root.is_dir():
             raise N2NError(f"--out {folder.root} is a file, not a run folder")
         if folder.root.is_dir() and any(folder.root.iterdir()) and not force:
+            if (folder.root / LOCK_FILE).is_file():
+                folder.claim().release()  # a run that lives there now is named as in use, not as a leftover
             raise N2NError(f"{folder.root} already holds a run: continue it with --resume {folder.root}, "
                            "overwrite it with --force, or choose another --out")
         folder.root.mkdir(parents=True, exist_ok=True)
