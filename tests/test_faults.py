@@ -104,3 +104,18 @@ def test_help_still_shows_the_usage(capsys):
         main(["compress", "--help"])
     assert stop.value.code == 0
     assert capsys.readouterr().out.startswith("usage: n2n compress")
+
+
+@pytest.mark.parametrize("status, recorded", [("", "abc123"), (" M src/n2n/run.py", "abc123+modified")])
+def test_the_recorded_commit_says_when_the_code_differs_from_it(monkeypatch, status, recorded):
+    import subprocess
+
+    import n2n.run as run
+
+    def git(argv, **kwargs):
+        out = "abc123\n" if argv[1] == "rev-parse" else status
+        return subprocess.CompletedProcess(argv, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(run.subprocess, "run", git)
+    assert run.git_revision.__wrapped__() == recorded
+    assert run.git_revision() != recorded  # read once, when the module loaded: the checkout since does not count

@@ -1,6 +1,7 @@
 """A compression run from files: teacher checkpoint + data set name -> run folder."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
@@ -35,13 +36,26 @@ from .teacher import dataset_meta
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def git_revision() -> str | None:
+    """The commit of the n2n code this process runs, "+modified" where the package's tracked files
+    differ from it; None outside a git checkout. Read once, when this module loads: a long-lived
+    process (an experiment) keeps the code it loaded however the checkout moves on meanwhile."""
+    head = git_output("rev-parse", "HEAD")
+    if not head:
+        return None
+    return head + ("+modified" if git_output("status", "--porcelain", "--untracked-files=no", ".") else "")
+
+
+def git_output(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+git_revision()
 
 
 def provenance() -> dict[str, Any]:
