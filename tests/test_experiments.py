@@ -256,3 +256,28 @@ def test_cli_bad_seeds_are_one_line(tmp_path, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and line.startswith("n2n: error: ") and "comma-separated whole numbers" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_teacher_another_process_trains_meanwhile_is_not_trained_again(tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    import n2n.experiments.runner as runner
+    import n2n.teacher
+
+    path = write(tmp_path / "e.yaml", "title: x\nteacher: '{out}/t.pt'\nteachers: {'{out}/t.pt': {model: conv4, "
+                                      "dataset: fashion-mnist}}\nvariants: {a: {}}\n")
+    experiment, out = load_experiment(str(path)), tmp_path / "out"
+    out.mkdir()
+    trained = []
+    monkeypatch.setattr(n2n.teacher, "train_teacher", lambda *args, **kwargs: trained.append(args))
+    with open(out / runner.TEACHER_LOCK, "a") as held:  # another process is training the teacher
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=runner.ensure_teacher,
+                                   args=(experiment, str(out / "t.pt"), out, None, None, False))
+        waiting.start()
+        waiting.join(timeout=1)
+        assert waiting.is_alive()  # it waits for the lock
+        (out / "t.pt").write_bytes(b"trained")  # the other process's teacher
+    waiting.join(timeout=10)
+    assert not waiting.is_alive() and trained == []
