@@ -303,7 +303,8 @@ def add_experiment(sub: Any) -> None:
     experiment.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
     experiment.add_argument("--variants", type=comma_names, help="run only these variants (comma-separated); "
                             "processes sharing --out can each take some")
-    experiment.add_argument("--seeds", type=comma_seeds, help="run only these seeds (comma-separated), of each variant that has them")
+    experiment.add_argument("--seeds", type=comma_seeds,
+                            help="run only these seeds (comma-separated), of each variant that has them")
     experiment.add_argument("--table-only", action="store_true",
                             help="run nothing: write the table and plots of the runs finished so far")
     experiment.set_defaults(func=cmd_experiment)

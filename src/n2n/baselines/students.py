@@ -92,14 +92,14 @@ def kd_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchC
     """One zoo model, `student_model` (default: the teacher's), at `student_width` of the teacher's
     width; without a width, the widest within the budget, or DEFAULT_KD_WIDTH when there is none."""
     budget = budget_of(config, count_params(teacher))
+    spec = student_spec(teacher, example_input, config)
     width = config.student_width
     if width is None:
-        width = DEFAULT_KD_WIDTH if budget is None else widest_fitting_width(teacher, example_input, config, budget)
+        width = DEFAULT_KD_WIDTH if budget is None else widest_fitting_width(spec, teacher, example_input, budget)
     if width is None:
-        name = student_model_name(teacher, config)
-        reason = f"{name} exceeds the budget ({budget.describe()}) even at width x{KD_NARROWEST:g}"
-        return [Proposal(name, Rewrite(None, reason))]
-    student, label = kd_student(teacher, example_input, config, width)
+        reason = f"{spec['name']} exceeds the budget ({budget.describe()}) even at width x{KD_NARROWEST:g}"
+        return [Proposal(spec["name"], Rewrite(None, reason))]
+    student, label = kd_student(spec, width, example_input.device)
     params, teacher_params = count_params(student), count_params(teacher)
     if params >= teacher_params:
         reason = f"{label} has {params:,} parameters, not fewer than the teacher's {teacher_params:,}"
@@ -111,18 +111,17 @@ def kd_students(teacher: nn.Module, example_input: torch.Tensor, config: SearchC
     return [Proposal(label, rewrite, arch={**model_spec(student), "rewrites": []})]
 
 
-def kd_student(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig,
-               width: float) -> tuple[nn.Module, str]:
-    """The kd student at `width`, on the teacher's device, and its label."""
-    spec = student_spec(teacher, example_input, config, width)
+def kd_student(spec: dict[str, Any], width: float, device: torch.device) -> tuple[nn.Module, str]:
+    """The kd student of `spec` (see student_spec) at `width`, on `device`, and its label."""
+    kwargs = {**spec["kwargs"], "width_mult": spec["kwargs"]["width_mult"] * width}
     try:
-        student = create_model(spec["name"], **spec["kwargs"])
+        student = create_model(spec["name"], **kwargs)
     except ModelError as error:
         raise ConfigError(f"--student-model: {error}") from None
-    return student.to(example_input.device), f"{spec['name']} x{width:.3g}"
+    return student.to(device), f"{spec['name']} x{width:.3g}"
 
 
-def widest_fitting_width(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig,
+def widest_fitting_width(spec: dict[str, Any], teacher: nn.Module, example_input: torch.Tensor,
                          budget: Budget) -> float | None:
     """The largest width multiplier in (0, 1] whose kd student meets `budget` with fewer parameters
     than the teacher, by bisection (a zoo model's size never falls as its width grows); None when
@@ -130,7 +129,7 @@ def widest_fitting_width(teacher: nn.Module, example_input: torch.Tensor, config
     teacher_params = count_params(teacher)
 
     def fits(width: float) -> bool:  # within the budget, and smaller than the teacher (a budget may not be)
-        student, _ = kd_student(teacher, example_input, config, width)
+        student, _ = kd_student(spec, width, example_input.device)
         flops = count_flops(student, example_input) if budget.max_flops is not None else None
         return count_params(student) < teacher_params and budget.fits(count_params(student), flops)
 
@@ -145,19 +144,19 @@ def widest_fitting_width(teacher: nn.Module, example_input: torch.Tensor, config
     return low
 
 
-def student_spec(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig,
-                 width: float) -> dict[str, Any]:
-    """Zoo name and keyword arguments of the kd student at `width`, sized for the teacher's inputs and
-    classes: of the teacher's width when it is the teacher's own model, else the model's own."""
+def student_spec(teacher: nn.Module, example_input: torch.Tensor, config: SearchConfig) -> dict[str, Any]:
+    """Zoo name and keyword arguments of the kd student at width 1 (a `width` multiplies its
+    width_mult), sized for the teacher's inputs and classes: of the teacher's width when it is the
+    teacher's own model, else the model's own. The teacher runs once here, not per width tried."""
     teacher_spec = getattr(teacher, SPEC_ATTRIBUTE, None)
     name = student_model_name(teacher, config)
     if teacher_spec is not None and teacher_spec["name"] == name:
         kwargs = dict(teacher_spec["kwargs"])
-        kwargs["width_mult"] = kwargs.get("width_mult", 1.0) * width
+        kwargs["width_mult"] = kwargs.get("width_mult", 1.0)
         return {"name": name, "kwargs": kwargs}
     with torch.no_grad():
         classes = int(teacher.eval()(example_input).shape[1])
-    kwargs = {"in_channels": int(example_input.shape[1]), "num_classes": classes, "width_mult": width}
+    kwargs = {"in_channels": int(example_input.shape[1]), "num_classes": classes, "width_mult": 1.0}
     return {"name": name, "kwargs": kwargs}
 
 

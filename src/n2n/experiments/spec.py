@@ -141,7 +141,7 @@ def selected_runs(experiment: Experiment, variants: list[str] | None = None,
                   seeds: list[int] | None = None) -> list[tuple[str, int]]:
     """The experiment's runs of the given variants and seeds (None: all); a name the experiment does
     not have, or a choice that leaves no run, is an error that says what it has."""
-    if variants is not None and not variants or seeds is not None and not seeds:
+    if (variants is not None and not variants) or (seeds is not None and not seeds):
         raise ConfigError("pick at least one variant and one seed, or leave the choice out to run them all")
     unknown = [name for name in variants or [] if name not in experiment.variants]
     if unknown:
